@@ -1,0 +1,1 @@
+//! Stream layers for the mid-stream upgrades: TLS, snappy and deflate.
