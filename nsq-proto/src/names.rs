@@ -46,6 +46,11 @@ pub enum NameError {
     },
 }
 
+/// Whether nsqd would accept `name` as a topic or channel name.
+pub(crate) fn is_valid(name: &[u8]) -> bool {
+    validate("name", name).is_ok()
+}
+
 fn validate(kind: &'static str, name: &[u8]) -> Result<(), NameError> {
     if name.is_empty() {
         return Err(NameError::Empty { kind });
@@ -96,6 +101,12 @@ macro_rules! name_type {
             pub fn from_bytes(name: Bytes) -> Result<Self, NameError> {
                 validate($kind, &name)?;
                 Ok(Self(name))
+            }
+
+            /// Wraps wire bytes the caller has already checked with [`is_valid`].
+            pub(crate) fn from_validated(name: Bytes) -> Self {
+                debug_assert!(is_valid(&name));
+                Self(name)
             }
 
             /// The name as a string slice.
