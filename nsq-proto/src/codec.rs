@@ -72,7 +72,6 @@ impl Magic {
 /// assert_eq!(limits.max_body_size, 5 * 1024 * 1024);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct Limits {
     /// The longest command line, newline included (nsqd's 16 KiB read buffer).
     pub max_line_len: usize,
