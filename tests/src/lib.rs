@@ -1,1 +1,131 @@
-//! placeholder
+//! Test harness for the workspace's integration tests.
+//!
+//! [`RealNsqd`] starts a real `nsqd` v1.3.0 (the binary named by `NSQD_BIN`, which
+//! `scripts/install-peers.sh` builds) on free loopback ports and stops it on drop.
+//! [`peer_or_skip`] applies the project's rule for optional peers: on a developer
+//! machine without the peer a test is skipped with a message, and under CI
+//! (`CI` set) a missing peer fails the test.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long a peer may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Resolves an external peer from an environment variable.
+///
+/// Returns `None` (after printing why) when the variable is unset and `CI` is not
+/// set, so the caller can return early.
+///
+/// # Panics
+///
+/// When `CI` is set and the variable is missing: in CI every peer must be there.
+pub fn peer_or_skip(var: &str) -> Option<PathBuf> {
+    match std::env::var_os(var) {
+        Some(path) if !path.is_empty() => Some(PathBuf::from(path)),
+        _ if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) => {
+            panic!("{var} is not set: CI must run this test against the real peer (run scripts/install-peers.sh and source its env file)")
+        }
+        _ => {
+            eprintln!("skipping: {var} is not set (run scripts/install-peers.sh to test against the real peer)");
+            None
+        }
+    }
+}
+
+/// A free loopback port: bound once by the OS, then released for the child to take.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A real `nsqd` process on loopback, killed (and its data removed) on drop.
+#[derive(Debug)]
+pub struct RealNsqd {
+    child: Child,
+    data_path: PathBuf,
+    /// The TCP protocol address.
+    pub tcp_addr: SocketAddr,
+    /// The HTTP API address.
+    pub http_addr: SocketAddr,
+}
+
+impl RealNsqd {
+    /// Starts `nsqd` from `bin` with `extra` flags, returning once it listens on
+    /// both its TCP and HTTP ports (it says so on stderr).
+    ///
+    /// # Panics
+    ///
+    /// When the process cannot start or does not report listening in time.
+    pub fn start(bin: &std::path::Path, extra: &[&str]) -> Self {
+        let tcp_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let http_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let data_path = std::env::temp_dir().join(format!(
+            "nsqd-test-{}-{}",
+            std::process::id(),
+            tcp_addr.port()
+        ));
+        std::fs::create_dir_all(&data_path).expect("create nsqd data dir");
+        let mut child = Command::new(bin)
+            .arg(format!("--tcp-address={tcp_addr}"))
+            .arg(format!("--http-address={http_addr}"))
+            .arg("--https-address=")
+            .arg(format!("--data-path={}", data_path.display()))
+            .arg(format!("--broadcast-address=127.0.0.1"))
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    // Nobody listens any more: keep draining so nsqd never blocks.
+                    continue;
+                }
+            }
+        });
+        let mut nsqd = Self {
+            child,
+            data_path,
+            tcp_addr,
+            http_addr,
+        };
+        let (mut tcp, mut http) = (false, false);
+        let deadline = std::time::Instant::now() + START_TIMEOUT;
+        let mut seen = Vec::new();
+        while !(tcp && http) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    tcp |= line.contains(&format!("TCP: listening on {tcp_addr}"));
+                    http |= line.contains(&format!("HTTP: listening on {http_addr}"));
+                    seen.push(line);
+                }
+                Err(_) => {
+                    let status = nsqd.child.try_wait();
+                    panic!("nsqd did not start listening within {START_TIMEOUT:?} (status {status:?}); it said:\n{}", seen.join("\n"));
+                }
+            }
+        }
+        nsqd
+    }
+}
+
+impl Drop for RealNsqd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data_path);
+    }
+}
