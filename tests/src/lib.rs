@@ -77,7 +77,7 @@ impl RealNsqd {
             .arg(format!("--http-address={http_addr}"))
             .arg("--https-address=")
             .arg(format!("--data-path={}", data_path.display()))
-            .arg(format!("--broadcast-address=127.0.0.1"))
+            .arg("--broadcast-address=127.0.0.1")
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
