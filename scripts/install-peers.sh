@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# Install (or reuse from cache) the real NSQ peers that interop tests and benchmarks talk to.
+#
+# Usage:
+#   scripts/install-peers.sh                       # install what is missing; prints `export` lines
+#   . "${NSQ_PEERS_DIR:-$HOME/.cache/nsq-rs-peers}/env.sh"   # then use the peers in this shell
+#   eval "$(scripts/install-peers.sh)"             # both at once (progress goes to stderr)
+#
+# Peers (all pinned by files under tests/peers/):
+#   go      nsqd + nsqlookupd, built from tests/peers/go (go.mod pins github.com/nsqio/nsq, go.sum
+#           pins everything else)                               -> <cache>/bin/
+#   python  venv with tests/peers/python/requirements.txt (python-snappy, pynsq)  -> <cache>/venv/
+#   node    nsqjs from tests/peers/js/package-lock.json         -> <cache>/node/node_modules/
+#
+# Environment:
+#   NSQ_PEERS_DIR    cache dir (default: $HOME/.cache/nsq-rs-peers)
+#   NSQ_PEERS        which peers to ensure, space separated (default: "go python node")
+#   NSQ_PEERS_FORCE  set to 1 to rebuild even when the cache is valid
+#   PYTHON           interpreter used to create the venv (default: python3)
+#
+# Each peer is skipped when its cache stamp matches the pinning files and a smoke check passes
+# (nsqd/nsqlookupd `--version` must report the pinned version). Any failure exits non-zero.
+# Writes <cache>/env.sh, which exports NSQ_PEERS_DIR, NSQD_BIN, NSQLOOKUPD_BIN, NSQ_PYTHON,
+# NSQ_NODE_PATH/NODE_PATH, and puts <cache>/bin and <cache>/venv/bin first on PATH (so `nsqd` and
+# `python3` are the peers'). Add a peer: write install_<name> and verify_<name>, add it to ALL_PEERS
+# and to write_env.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PEERS_SRC="$ROOT/tests/peers"
+CACHE=${NSQ_PEERS_DIR:-$HOME/.cache/nsq-rs-peers}
+ALL_PEERS=(go python node)
+read -r -a WANT <<<"${NSQ_PEERS:-${ALL_PEERS[*]}}"
+FORCE=${NSQ_PEERS_FORCE:-0}
+PYTHON=${PYTHON:-python3}
+
+log() { printf '[install-peers] %s\n' "$*" >&2; }
+die() {
+    printf '[install-peers] ERROR: %s\n' "$*" >&2
+    exit 1
+}
+set -E
+trap 'printf "[install-peers] ERROR: exit %s at line %s: %s\n" "$?" "$LINENO" "$BASH_COMMAND" >&2' ERR
+need() { command -v "$1" >/dev/null 2>&1 || die "'$1' not found on PATH; it is needed to install the $2 peers (or leave them out: NSQ_PEERS=\"...\")"; }
+
+# Cache key of a peer: hash of the files that pin it (plus anything else passed in).
+key_of() { cat "$@" | sha256sum | cut -d' ' -f1; }
+stamp_ok() { [ "$FORCE" != 1 ] && [ -f "$CACHE/stamps/$1" ] && [ "$(cat "$CACHE/stamps/$1")" = "$2" ]; }
+stamp_set() { mkdir -p "$CACHE/stamps" && printf '%s\n' "$2" >"$CACHE/stamps/$1"; }
+# Run a step, timing it; its output goes to stderr so stdout stays clean for `eval`.
+timed() {
+    local what=$1 t0=$SECONDS
+    shift
+    log "$what ..."
+    "$@" >&2 || die "$what failed (exit $?)"
+    log "$what: done in $((SECONDS - t0))s"
+}
+
+# ---- go: nsqd + nsqlookupd -----------------------------------------------------------------------
+GO_DIR="$PEERS_SRC/go"
+NSQ_VERSION=$(sed -nE 's/^[[:space:]]*(require[[:space:]]+)?github\.com\/nsqio\/nsq[[:space:]]+(v[^[:space:]]+).*/\2/p' "$GO_DIR/go.mod" | head -n 1)
+[ -n "$NSQ_VERSION" ] || die "cannot find the github.com/nsqio/nsq version in $GO_DIR/go.mod"
+
+verify_go() {
+    local app out
+    for app in nsqd nsqlookupd; do
+        [ -x "$CACHE/bin/$app" ] || return 1
+        out=$("$CACHE/bin/$app" --version 2>&1) || return 1
+        [[ $out == "$app $NSQ_VERSION "* ]] || {
+            log "$CACHE/bin/$app reports '$out', want $NSQ_VERSION"
+            return 1
+        }
+    done
+}
+
+install_go() {
+    local key
+    key=$(key_of "$GO_DIR/go.mod" "$GO_DIR/go.sum" "$GO_DIR/tools.go")
+    if stamp_ok go "$key" && verify_go; then
+        log "go: nsqd/nsqlookupd $NSQ_VERSION cached in $CACHE/bin"
+        return
+    fi
+    need go go
+    local tmp="$CACHE/bin.tmp.$$"
+    rm -rf "$CACHE"/bin.tmp.* # leftovers of failed builds (we hold the lock)
+    mkdir -p "$tmp" "$CACHE/bin"
+    # No `@version` on purpose: `go install pkg@v` asks the proxy for @v/list, which some proxies
+    # refuse. The main module in tests/peers/go pins the version and carries nsq's own go-svc
+    # `replace`, which `go install pkg@v` would ignore. GOTOOLCHAIN=local: never download a Go.
+    timed "go: build nsqd + nsqlookupd $NSQ_VERSION ($(go env GOVERSION))" \
+        env -C "$GO_DIR" GOTOOLCHAIN=local GOBIN="$tmp" \
+        go install -mod=readonly -trimpath -buildvcs=false \
+        github.com/nsqio/nsq/apps/nsqd github.com/nsqio/nsq/apps/nsqlookupd
+    mv -f "$tmp/nsqd" "$tmp/nsqlookupd" "$CACHE/bin/"
+    rmdir "$tmp"
+    verify_go || die "freshly built nsqd/nsqlookupd do not report $NSQ_VERSION"
+    stamp_set go "$key"
+}
+
+# ---- python: venv with python-snappy, pynsq -------------------------------------------------------
+PY_REQ="$PEERS_SRC/python/requirements.txt"
+VENV="$CACHE/venv"
+# Modules that must import, one per requirement we rely on directly.
+PY_MODULES=(snappy nsq tornado)
+
+verify_python() {
+    [ -x "$VENV/bin/python" ] &&
+        "$VENV/bin/python" -c "import $(
+            IFS=,
+            echo "${PY_MODULES[*]}"
+        )" 2>/dev/null
+}
+
+install_python() {
+    # The venv records its base interpreter (pyvenv.cfg); if that goes away, verify_python fails
+    # and the venv is rebuilt, so the key only needs the requirements.
+    local key
+    key=$(key_of "$PY_REQ")
+    if stamp_ok python "$key" && verify_python; then
+        log "python: venv cached in $VENV"
+        return
+    fi
+    need "$PYTHON" python
+    rm -rf "$VENV"
+    timed "python: create venv ($("$PYTHON" -c 'import sys; print(sys.executable, sys.version.split()[0])'))" \
+        "$PYTHON" -m venv "$VENV"
+    timed "python: pip install -r ${PY_REQ#"$ROOT"/}" \
+        "$VENV/bin/python" -m pip install --disable-pip-version-check --no-input -q \
+        --require-virtualenv -r "$PY_REQ"
+    verify_python || die "venv at $VENV cannot import: ${PY_MODULES[*]}"
+    stamp_set python "$key"
+}
+
+# ---- node: nsqjs ----------------------------------------------------------------------------------
+JS_DIR="$PEERS_SRC/js"
+NODE_DIR="$CACHE/node"
+
+verify_node() {
+    [ -f "$NODE_DIR/node_modules/nsqjs/package.json" ] &&
+        command -v node >/dev/null 2>&1 &&
+        NODE_PATH="$NODE_DIR/node_modules" node -e 'require("nsqjs")' 2>/dev/null
+}
+
+install_node() {
+    local key
+    key=$(key_of "$JS_DIR/package.json" "$JS_DIR/package-lock.json")
+    if stamp_ok node "$key" && verify_node; then
+        log "node: nsqjs cached in $NODE_DIR"
+        return
+    fi
+    need node node
+    need npm node
+    rm -rf "$NODE_DIR"
+    mkdir -p "$NODE_DIR"
+    cp "$JS_DIR/package.json" "$JS_DIR/package-lock.json" "$NODE_DIR/"
+    timed "node: npm ci (nsqjs, node $(node --version))" \
+        npm ci --prefix "$NODE_DIR" --no-audit --no-fund --loglevel=error
+    verify_node || die "node cannot require nsqjs from $NODE_DIR/node_modules"
+    stamp_set node "$key"
+}
+
+# ---- env file -------------------------------------------------------------------------------------
+# shellcheck disable=SC2016 # the PATH lines are expanded when env.sh is sourced
+write_env() {
+    local f="$CACHE/env.sh" tmp="$CACHE/env.sh.tmp.$$"
+    {
+        echo "# Written by scripts/install-peers.sh; source it to use the NSQ peers."
+        printf 'export NSQ_PEERS_DIR=%q\n' "$CACHE"
+        if verify_go; then
+            printf 'export NSQD_BIN=%q\n' "$CACHE/bin/nsqd"
+            printf 'export NSQLOOKUPD_BIN=%q\n' "$CACHE/bin/nsqlookupd"
+            printf 'case ":$PATH:" in *:%q:*) ;; *) export PATH=%q:"$PATH" ;; esac\n' "$CACHE/bin" "$CACHE/bin"
+        fi
+        if verify_python; then
+            printf 'export NSQ_PYTHON=%q\n' "$VENV/bin/python"
+            printf 'case ":$PATH:" in *:%q:*) ;; *) export PATH=%q:"$PATH" ;; esac\n' "$VENV/bin" "$VENV/bin"
+        fi
+        if verify_node; then
+            printf 'export NSQ_NODE_PATH=%q\n' "$NODE_DIR/node_modules"
+            printf 'case ":${NODE_PATH:-}:" in *:%q:*) ;; *) export NODE_PATH=%q${NODE_PATH:+:$NODE_PATH} ;; esac\n' \
+                "$NODE_DIR/node_modules" "$NODE_DIR/node_modules"
+        fi
+    } >"$tmp"
+    mv -f "$tmp" "$f"
+}
+
+report_versions() {
+    verify_go && log "nsqd: $("$CACHE/bin/nsqd" --version 2>&1); nsqlookupd: $("$CACHE/bin/nsqlookupd" --version 2>&1)"
+    verify_python && log "python: $("$VENV/bin/python" -c '
+import sys
+from importlib.metadata import version
+print(sys.version.split()[0], *("%s %s" % (p, version(p)) for p in ("python-snappy", "pynsq", "tornado")), sep=", ")')"
+    verify_node && log "nsqjs: $(NODE_PATH="$NODE_DIR/node_modules" node -p 'require("nsqjs/package.json").version') (node $(node --version))"
+    return 0
+}
+
+main() {
+    local t0=$SECONDS p
+    mkdir -p "$CACHE"
+    if command -v flock >/dev/null 2>&1; then
+        exec 9>"$CACHE/.lock"
+        flock 9 # serialise concurrent installers sharing one cache
+    fi
+    for p in "${WANT[@]}"; do
+        case " ${ALL_PEERS[*]} " in
+        *" $p "*) "install_$p" ;;
+        *) die "unknown peer '$p' in NSQ_PEERS (known: ${ALL_PEERS[*]})" ;;
+        esac
+    done
+    write_env
+    report_versions
+    log "peers ready in $((SECONDS - t0))s; env file: $CACHE/env.sh"
+    grep '^export\|^case' "$CACHE/env.sh"
+}
+
+main
