@@ -28,7 +28,11 @@ use tokio_util::codec::{Encoder, Framed};
 fn show(direction: &str, what: &str, wire: &[u8]) {
     let hex: Vec<String> = wire.iter().take(48).map(|b| format!("{b:02x}")).collect();
     let more = if wire.len() > 48 { " …" } else { "" };
-    println!("{direction} {what}\n    {} bytes: {}{more}", wire.len(), hex.join(" "));
+    println!(
+        "{direction} {what}\n    {} bytes: {}{more}",
+        wire.len(),
+        hex.join(" ")
+    );
 }
 
 fn frame_name(frame: &Frame) -> &'static str {
@@ -69,7 +73,9 @@ async fn serve(mut io: tokio::io::DuplexStream) -> Result<(), Box<dyn Error + Se
         match cmd? {
             Command::Identify(identify) => replies.push(match options.negotiate(&identify) {
                 Ok(negotiated) => match negotiated.response {
-                    Some(json) => Frame::Response(Response::Data(serde_json::to_vec(&json)?.into())),
+                    Some(json) => {
+                        Frame::Response(Response::Data(serde_json::to_vec(&json)?.into()))
+                    }
                     None => Frame::Response(Response::Ok),
                 },
                 Err(err) => Frame::Error(err),
@@ -100,7 +106,11 @@ async fn serve(mut io: tokio::io::DuplexStream) -> Result<(), Box<dyn Error + Se
             ))),
         }
         for frame in replies {
-            show("<-", &format!("{} frame", frame_name(&frame)), &frame_bytes(&frame));
+            show(
+                "<-",
+                &format!("{} frame", frame_name(&frame)),
+                &frame_bytes(&frame),
+            );
             conn.send(&frame).await?;
         }
     }
