@@ -1,1 +1,0 @@
-//! Stream layers for the mid-stream upgrades: TLS, snappy and deflate.
