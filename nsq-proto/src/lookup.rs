@@ -1,1 +1,0 @@
-//! nsqlookupd: the V1 TCP registration protocol and the HTTP API types.
