@@ -337,7 +337,6 @@ impl ProtocolError {
 
 /// Quotes bytes the way Go's `%q` verb does, for error texts that must match nsqd's.
 // Used by the nsqd V2 server codec; nsqlookupd's texts quote with '%s' instead.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn go_quote(bytes: &[u8]) -> String {
     use fmt::Write;
     let mut out = String::with_capacity(bytes.len() + 2);

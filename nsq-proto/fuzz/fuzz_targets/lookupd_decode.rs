@@ -1,46 +1,50 @@
-//! The start of an nsqlookupd (protocol V1) connection on arbitrary bytes.
+//! The nsqd↔nsqlookupd V1 protocol on arbitrary bytes, both directions.
 //!
-//! PLACEHOLDER UNTIL THE LOOKUPD CODEC IS MERGED. The V1 codec is being written
-//! in `nsq_proto::lookup` on another branch; on this one that module has no
-//! codec. Until the merge this target fuzzes what V1 shares with what exists:
-//! the 4-byte magic, then line commands with an optional `[u32 size][body]`
-//! after them, read with `ServerCodec` (which refuses V1's REGISTER, UNREGISTER
-//! and PING as unknown commands but walks the same line and body paths). After
-//! the merge, decode the bytes after the magic with the lookupd codec instead,
-//! in both directions: nsqd's lines to lookupd, and lookupd's unframed
-//! `[u32 size][data]` replies.
+//! The first input byte picks the side. Even: what nsqlookupd reads from an
+//! nsqd, the 4-byte magic then line commands (IDENTIFY with its sized JSON
+//! body), read by `LookupServerCodec`. Odd: what an nsqd reads back, nsqlookupd's
+//! unframed `[u32 size][data]` replies, read by `LookupClientCodec`. Besides the
+//! checks in `nsq_proto_fuzz` (no panic, bounded buffer, same result when the
+//! input is cut), every command decoded that encodes again must decode to itself.
 
 #![no_main]
 
-use std::time::Duration;
-
+use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use nsq_proto::{Limits, Magic, ProtocolError, ServerCodec};
+use nsq_proto::lookup::{check_magic, LookupClientCodec, LookupServerCodec};
 use nsq_proto_fuzz::decode_whole_and_split;
+use tokio_util::codec::Decoder;
 
-/// nsqlookupd reads IDENTIFY bodies up to nsqd's `--max-body-size`; smaller
-/// here so that the fuzzer reaches it.
-const LIMITS: Limits = Limits {
-    max_line_len: 256,
-    max_msg_size: 512,
-    max_body_size: 2048,
-    max_rdy_count: 2500,
-    max_req_timeout: Duration::from_secs(3600),
-};
-
-const COMMAND_BOUND: usize = 256 + 4 + 2048 + 4;
+/// Small so that the fuzzer, whose inputs are at most 4 KiB, goes past them.
+const MAX_LINE_LEN: usize = 256;
+const MAX_IDENTIFY_LEN: usize = 2048;
+const MAX_REPLY_LEN: usize = 2048;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((magic, rest)) = data.split_first_chunk::<4>() else {
+    let Some((&side, rest)) = data.split_first() else {
         return;
     };
-    match Magic::parse(*magic) {
-        Ok(parsed) => assert_eq!(parsed.as_bytes(), *magic),
-        Err(ProtocolError::BadMagic(bytes)) => {
-            assert_eq!(bytes, *magic);
-            return;
-        }
-        Err(other) => panic!("a bad magic gave {other:?}"),
+    if side % 2 == 1 {
+        let codec = LookupClientCodec::with_max_reply_len(MAX_REPLY_LEN);
+        decode_whole_and_split(codec, rest, 4 + MAX_REPLY_LEN);
+        return;
     }
-    decode_whole_and_split(ServerCodec::with_limits(LIMITS), rest, COMMAND_BOUND);
+    let Some((magic, commands)) = rest.split_first_chunk::<4>() else {
+        return;
+    };
+    if check_magic(magic).is_err() {
+        return;
+    }
+    let codec = LookupServerCodec::with_limits(MAX_LINE_LEN, MAX_IDENTIFY_LEN);
+    let outcome = decode_whole_and_split(codec, commands, MAX_LINE_LEN + 4 + MAX_IDENTIFY_LEN);
+    for cmd in outcome.items {
+        let mut wire = BytesMut::new();
+        if cmd.encode(&mut wire).is_err() {
+            assert!(wire.is_empty(), "a refused {cmd:?} wrote bytes");
+            continue;
+        }
+        let again = LookupServerCodec::new().decode(&mut wire);
+        assert_eq!(again.expect("a re-encoded command decodes"), Some(cmd));
+        assert!(wire.is_empty());
+    }
 });

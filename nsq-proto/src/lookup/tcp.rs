@@ -45,12 +45,7 @@ use super::null_default;
 use crate::error::{ErrorCode, ProtocolError, ServerError};
 use crate::names::{Channel, Topic};
 
-/// The 4 bytes a client sends first to speak V1 to nsqlookupd.
-///
-/// ```
-/// assert_eq!(&nsq_proto::lookup::MAGIC_V1, b"  V1");
-/// ```
-pub const MAGIC_V1: [u8; 4] = *b"  V1";
+pub use crate::codec::MAGIC_V1;
 
 /// The default bound on a command line, newline included: 16 KiB.
 ///
