@@ -16,3 +16,7 @@
 #![warn(missing_docs)]
 
 pub use nsq_proto::{ServerCodec, ServerOptions};
+
+pub mod lookupd;
+#[allow(dead_code)] // Used by the broker, which is being written.
+mod lookup_peer;
