@@ -103,6 +103,8 @@ enum PeerError {
     },
     #[error("bad IDENTIFY reply")]
     Identify(#[source] ProtocolError),
+    #[error("unsolicited reply {0:?}")]
+    Unsolicited(LookupReply),
     #[error("too many queued changes; resynchronising")]
     Overflow,
 }
@@ -361,6 +363,15 @@ impl PeerTask {
                 _ = ping.tick() => {
                     debug!("sending heartbeat");
                     expect_ok(conn, LookupCommand::Ping).await?;
+                }
+                // nsqlookupd never speaks first: anything here means the connection is
+                // gone (nsqd would notice only at its next PING).
+                unsolicited = conn.next() => {
+                    return Err(match unsolicited {
+                        None => PeerError::Closed,
+                        Some(Err(err)) => PeerError::Protocol(err),
+                        Some(Ok(reply)) => PeerError::Unsolicited(reply),
+                    });
                 }
                 registration = self.rx.recv() => {
                     let Some(registration) = registration else { return Ok(()) };

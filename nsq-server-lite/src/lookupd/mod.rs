@@ -26,7 +26,7 @@
 //!
 //! Not implemented: `/debug` and `/debug/pprof/*`, and the config file.
 
-mod db;
+pub(crate) mod db;
 mod http;
 mod tcp;
 
@@ -401,15 +401,6 @@ impl Lookupd {
         self.tracker.wait().await;
     }
 
-    /// Serves an in-memory stream as if it were an accepted TCP connection.
-    #[cfg(test)]
-    pub(crate) fn serve_io<S>(&self, io: S, remote: SocketAddr)
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        tcp::spawn_connection(&self.tracker, io, remote, &self.shared, &self.shutdown);
-    }
-
     /// Waits until `condition` holds on the database, re-checking on every change.
     #[cfg(test)]
     pub(crate) async fn wait_until(&self, mut condition: impl FnMut(&Db) -> bool) {
@@ -422,12 +413,6 @@ impl Lookupd {
                 return;
             }
         }
-    }
-
-    /// The lifetimes in force, for tests that query the database.
-    #[cfg(test)]
-    pub(crate) fn lifetimes(&self) -> Lifetimes {
-        self.shared.lifetimes
     }
 }
 
