@@ -17,6 +17,6 @@
 
 pub use nsq_proto::{ServerCodec, ServerOptions};
 
-pub mod lookupd;
 #[allow(dead_code)] // Used by the broker, which is being written.
 mod lookup_peer;
+pub mod lookupd;

@@ -18,8 +18,8 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use nsq_proto::lookup::{
     decode_response, is_v1_header, join_host_port, ChannelsResponse, LookupClientCodec,
-    LookupCommand, LookupReply, LookupdInfo, PeerInfo, ACCEPT_V1, DEFAULT_MAX_REPLY_LEN,
-    MAGIC_V1, V1_HEADER,
+    LookupCommand, LookupReply, LookupdInfo, PeerInfo, ACCEPT_V1, DEFAULT_MAX_REPLY_LEN, MAGIC_V1,
+    V1_HEADER,
 };
 use nsq_proto::{Channel, ProtocolError, ServerError, Topic};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -302,7 +302,7 @@ impl PeerTask {
             };
             match ended {
                 Ok(()) => return,
-                Err(err) if matches!(err, PeerError::Overflow) => backoff = BACKOFF_MIN,
+                Err(PeerError::Overflow) => backoff = BACKOFF_MIN,
                 Err(err) => warn!(cause = %err, "nsqlookupd session ended; reconnecting"),
             }
             let delay = jitter(backoff);

@@ -314,10 +314,17 @@ mod tests {
         let mut db = identified(start);
         db.register(1, "t", None);
         let at_limit = start + LIFETIMES.inactive_producer_timeout;
-        assert_eq!(db.lookup("t", LIFETIMES, at_limit).unwrap().producers.len(), 1);
+        assert_eq!(
+            db.lookup("t", LIFETIMES, at_limit).unwrap().producers.len(),
+            1
+        );
         assert_eq!(db.nodes(LIFETIMES, at_limit).producers.len(), 1);
         let past = at_limit + Duration::from_millis(1);
-        assert!(db.lookup("t", LIFETIMES, past).unwrap().producers.is_empty());
+        assert!(db
+            .lookup("t", LIFETIMES, past)
+            .unwrap()
+            .producers
+            .is_empty());
         assert!(db.nodes(LIFETIMES, past).producers.is_empty());
         db.ping(1, past);
         assert_eq!(db.lookup("t", LIFETIMES, past).unwrap().producers.len(), 1);
@@ -339,7 +346,10 @@ mod tests {
         assert_eq!(node.tombstones, [true, false]);
         let later = now + LIFETIMES.tombstone_lifetime;
         assert_eq!(db.lookup("t", LIFETIMES, later).unwrap().producers.len(), 1);
-        assert_eq!(db.nodes(LIFETIMES, later).producers[0].tombstones, [false, false]);
+        assert_eq!(
+            db.nodes(LIFETIMES, later).producers[0].tombstones,
+            [false, false]
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -369,7 +379,10 @@ mod tests {
         db.unregister(2, "t", Some("e#ephemeral"));
         db.unregister(2, "t", Some("keep"));
         assert_eq!(db.channels("t"), ["keep"]);
-        assert_eq!(db.producer_count(&Key::Channel("t".into(), "keep".into())), Some(0));
+        assert_eq!(
+            db.producer_count(&Key::Channel("t".into(), "keep".into())),
+            Some(0)
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -382,7 +395,10 @@ mod tests {
         db.unregister(1, "p", None);
         assert_eq!(db.topics(), ["p"]);
         assert_eq!(db.channels("t#ephemeral"), ["c#ephemeral"]);
-        assert_eq!(db.producer_count(&Key::Channel("p".into(), "c".into())), Some(0));
+        assert_eq!(
+            db.producer_count(&Key::Channel("p".into(), "c".into())),
+            Some(0)
+        );
         assert_eq!(db.producer_count(&Key::Topic("p".into())), Some(0));
     }
 

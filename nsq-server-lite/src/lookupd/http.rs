@@ -62,9 +62,10 @@ impl Outcome {
         let (status, body) = match self {
             Outcome::Json(json) => (StatusCode::OK, Some(json)),
             Outcome::Empty => (StatusCode::OK, None),
-            Outcome::Error(status, text) => {
-                (status, Some(serde_json::json!({ "message": text }).to_string()))
-            }
+            Outcome::Error(status, text) => (
+                status,
+                Some(serde_json::json!({ "message": text }).to_string()),
+            ),
         };
         let mut response = match body {
             Some(body) => (status, [(header::CONTENT_TYPE, JSON)], body).into_response(),
@@ -161,7 +162,8 @@ fn unescape(text: &str) -> Option<String> {
 
 /// The parsed query, or the outcome for an unparseable one.
 fn params(query: Option<String>) -> Result<Params, Outcome> {
-    Params::parse(query.as_deref()).ok_or(Outcome::Error(StatusCode::BAD_REQUEST, "INVALID_REQUEST"))
+    Params::parse(query.as_deref())
+        .ok_or(Outcome::Error(StatusCode::BAD_REQUEST, "INVALID_REQUEST"))
 }
 
 /// The `topic` parameter, present but not validated (as `/lookup` and `/channels` do).
@@ -186,7 +188,12 @@ fn outcome(result: Result<Outcome, Outcome>) -> Outcome {
 }
 
 async fn ping() -> Response {
-    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "OK").into_response()
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "OK",
+    )
+        .into_response()
 }
 
 async fn info() -> Response {
@@ -237,7 +244,8 @@ async fn nodes(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respons
 async fn create_topic(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery) -> Response {
     let result = params(query).and_then(|params| {
         let topic = topic_param(&params)?;
-        Topic::new(topic).map_err(|_| Outcome::Error(StatusCode::BAD_REQUEST, "INVALID_ARG_TOPIC"))?;
+        Topic::new(topic)
+            .map_err(|_| Outcome::Error(StatusCode::BAD_REQUEST, "INVALID_ARG_TOPIC"))?;
         shared.update(|db| db.add_registration(Key::Topic(topic.to_owned())));
         Ok(Outcome::Empty)
     });

@@ -290,14 +290,14 @@ impl LookupdBuilder {
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
 
-        info!("TCP: listening on {tcp_addr}");
+        tracing::debug!("TCP: listening on {tcp_addr}");
         tracker.spawn(tcp::accept_loop(
             tcp,
             Arc::clone(&shared),
             shutdown.clone(),
             tracker.clone(),
         ));
-        info!("HTTP: listening on {http_addr}");
+        tracing::debug!("HTTP: listening on {http_addr}");
         let router = http::router(Arc::clone(&shared));
         let stop = shutdown.clone();
         tracker.spawn(async move {
@@ -448,7 +448,8 @@ impl Shared {
     /// Changes the database and tells the waiters.
     fn update<R>(&self, f: impl FnOnce(&mut Db) -> R) -> R {
         let result = f(&mut self.lock());
-        self.changed.send_modify(|version| *version = version.wrapping_add(1));
+        self.changed
+            .send_modify(|version| *version = version.wrapping_add(1));
         result
     }
 
@@ -477,6 +478,10 @@ fn hostname() -> String {
         .ok()
         .map(|name| name.trim().to_owned())
         .filter(|name| !name.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok().filter(|name| !name.is_empty()))
+        .or_else(|| {
+            std::env::var("HOSTNAME")
+                .ok()
+                .filter(|name| !name.is_empty())
+        })
         .unwrap_or_else(|| "localhost".to_owned())
 }

@@ -148,14 +148,22 @@ fn execute(
         LookupCommand::Register { topic, channel } => {
             info!(topic = %topic.as_str(), channel = ?channel.as_ref().map(|c| c.as_str()), "REGISTER");
             shared.update(|db| {
-                db.register(conn_id, topic.as_str(), channel.as_ref().map(|c| c.as_str()));
+                db.register(
+                    conn_id,
+                    topic.as_str(),
+                    channel.as_ref().map(|c| c.as_str()),
+                );
             });
             LookupReply::Ok
         }
         LookupCommand::Unregister { topic, channel } => {
             info!(topic = %topic.as_str(), channel = ?channel.as_ref().map(|c| c.as_str()), "UNREGISTER");
             shared.update(|db| {
-                db.unregister(conn_id, topic.as_str(), channel.as_ref().map(|c| c.as_str()));
+                db.unregister(
+                    conn_id,
+                    topic.as_str(),
+                    channel.as_ref().map(|c| c.as_str()),
+                );
             });
             LookupReply::Ok
         }

@@ -83,7 +83,11 @@ fn start_listening(
     while tcp.is_none() || http.is_none() {
         let left = deadline.saturating_duration_since(Instant::now());
         let Ok(line) = rx.recv_timeout(left) else {
-            panic!("{} did not start listening; it said:\n{}", bin.display(), seen.join("\n"));
+            panic!(
+                "{} did not start listening; it said:\n{}",
+                bin.display(),
+                seen.join("\n")
+            );
         };
         tcp = tcp.or_else(|| listening(&line, "TCP: listening on "));
         http = http.or_else(|| listening(&line, "HTTP: listening on "));
@@ -207,7 +211,12 @@ pub(crate) struct HttpReply {
 }
 
 /// One HTTP/1.1 request on its own connection; `accept_v1` sends nsq's Accept header.
-pub(crate) async fn http(addr: SocketAddr, method: &str, target: &str, accept_v1: bool) -> HttpReply {
+pub(crate) async fn http(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    accept_v1: bool,
+) -> HttpReply {
     let mut stream = TcpStream::connect(addr).await.expect("connect http");
     let accept = if accept_v1 {
         format!("Accept: {ACCEPT_V1}\r\n")
@@ -217,7 +226,10 @@ pub(crate) async fn http(addr: SocketAddr, method: &str, target: &str, accept_v1
     let request = format!(
         "{method} {target} HTTP/1.1\r\nHost: {addr}\r\n{accept}Content-Length: 0\r\nConnection: close\r\n\r\n"
     );
-    stream.write_all(request.as_bytes()).await.expect("write http");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("write http");
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await.expect("read http");
     let raw = String::from_utf8_lossy(&raw).into_owned();
@@ -235,7 +247,9 @@ pub(crate) async fn http(addr: SocketAddr, method: &str, target: &str, accept_v1
         body: body.to_owned(),
     };
     for line in lines {
-        let Some((name, value)) = line.split_once(':') else { continue };
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
         match name.trim().to_ascii_lowercase().as_str() {
             "content-type" => reply.content_type = Some(value.trim().to_owned()),
             "x-nsq-content-type" => reply.nsq_content_type = Some(value.trim().to_owned()),
