@@ -18,10 +18,10 @@ const UNSUPPORTED: [&str; 2] = ["config", "log-prefix"];
 #[derive(Debug, Parser)]
 #[command(name = "nsqlookupd", disable_version_flag = true)]
 struct Args {
-    /// <addr>:<port> to listen on for TCP clients
+    /// ADDR:PORT to listen on for TCP clients
     #[arg(long, default_value = "0.0.0.0:4160")]
     tcp_address: SocketAddr,
-    /// <addr>:<port> to listen on for HTTP clients
+    /// ADDR:PORT to listen on for HTTP clients
     #[arg(long, default_value = "0.0.0.0:4161")]
     http_address: SocketAddr,
     /// address of this lookupd node (default: the OS hostname)
@@ -36,7 +36,7 @@ struct Args {
     /// log verbosity: debug, info, warn, error, or fatal
     #[arg(long, default_value = "info", value_parser = parse_log_level)]
     log_level: tracing::Level,
-    /// [deprecated] has no effect, use --log-level
+    /// Deprecated: has no effect, use --log-level
     #[arg(long)]
     verbose: bool,
     /// print version string
