@@ -135,6 +135,7 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_max_level(args.log_level)
         .with_target(false)
+        .with_ansi(false)
         .init();
     let mut builder = Lookupd::builder()
         .tcp_address(args.tcp_address)
