@@ -107,11 +107,11 @@ impl Outcome {
 
 /// The query string as Go's `url.ParseQuery` reads it: the first value of each key.
 #[derive(Debug, Default)]
-struct Params(Vec<(String, String)>);
+pub(crate) struct Params(Vec<(String, String)>);
 
 impl Params {
     /// `None` when Go would fail to parse it (a `;`, or a bad `%` escape).
-    fn parse(query: Option<&str>) -> Option<Self> {
+    pub(crate) fn parse(query: Option<&str>) -> Option<Self> {
         let mut params = Vec::new();
         for pair in query.unwrap_or_default().split('&') {
             if pair.is_empty() {
@@ -126,7 +126,7 @@ impl Params {
         Some(Params(params))
     }
 
-    fn get(&self, key: &str) -> Option<&str> {
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(k, _)| k == key)

@@ -27,7 +27,7 @@
 //! Not implemented: `/debug` and `/debug/pprof/*`, and the config file.
 
 pub(crate) mod db;
-mod http;
+pub(crate) mod http;
 mod tcp;
 
 #[cfg(test)]

@@ -1,0 +1,355 @@
+//! Starting and stopping a broker: [`Nsqd`] and its builder.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{Authenticator, HttpAuth};
+use crate::broker::{Broker, Options, TlsRequired};
+use crate::stats::Stats;
+
+/// Why a broker could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A listening socket could not be bound.
+    #[error("cannot listen on {what} address {addr}: {source}")]
+    Bind {
+        /// `TCP` or `HTTP`.
+        what: &'static str,
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The options contradict each other.
+    #[error("invalid options: {0}")]
+    Invalid(String),
+}
+
+/// Builds an [`Nsqd`]; every option defaults to nsqd 1.3.0's default unless noted.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+///
+/// let nsqd = nsq_server_lite::Nsqd::builder()
+///     .msg_timeout(Duration::from_secs(5))
+///     .max_rdy_count(100)
+///     .start()
+///     .await?;
+/// assert!(nsqd.tcp_addr().ip().is_loopback());
+/// nsqd.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct NsqdBuilder {
+    opts: Options,
+}
+
+impl NsqdBuilder {
+    /// The TCP (protocol V2) address; default `127.0.0.1:0`, a free port.
+    pub fn tcp_address(mut self, addr: SocketAddr) -> Self {
+        self.opts.tcp_address = addr;
+        self
+    }
+
+    /// The HTTP address; default `127.0.0.1:0`, a free port.
+    pub fn http_address(mut self, addr: SocketAddr) -> Self {
+        self.opts.http_address = addr;
+        self
+    }
+
+    /// The host name given to nsqlookupd (default: this machine's host name).
+    pub fn broadcast_address(mut self, host: impl Into<String>) -> Self {
+        self.opts.broadcast_address = host.into();
+        self
+    }
+
+    /// Adds an nsqlookupd TCP address (`host:port`) to register with.
+    pub fn lookupd_tcp_address(mut self, addr: impl Into<String>) -> Self {
+        self.opts.lookupd_tcp_addresses.push(addr.into());
+        self
+    }
+
+    /// The largest message body (PUB, DPUB, each MPUB message); default 1 MiB.
+    pub fn max_msg_size(mut self, bytes: u32) -> Self {
+        self.opts.limits.max_msg_size = bytes;
+        self
+    }
+
+    /// The largest IDENTIFY, AUTH or MPUB body; default 5 MiB.
+    pub fn max_body_size(mut self, bytes: u32) -> Self {
+        self.opts.limits.max_body_size = bytes;
+        self
+    }
+
+    /// The largest RDY a client may send; default 2500.
+    pub fn max_rdy_count(mut self, count: u32) -> Self {
+        self.opts.limits.max_rdy_count = count;
+        self.opts.server.max_rdy_count = count;
+        self
+    }
+
+    /// The in-flight timeout for clients that do not ask for one; default 60 s.
+    pub fn msg_timeout(mut self, timeout: Duration) -> Self {
+        self.opts.server.msg_timeout = timeout;
+        self
+    }
+
+    /// The longest in-flight timeout a client may ask for, and TOUCH's cap; default 15 min.
+    pub fn max_msg_timeout(mut self, timeout: Duration) -> Self {
+        self.opts.server.max_msg_timeout = timeout;
+        self
+    }
+
+    /// The longest REQ delay (longer ones are clamped) and DPUB defer; default 1 h.
+    pub fn max_req_timeout(mut self, timeout: Duration) -> Self {
+        self.opts.limits.max_req_timeout = timeout;
+        self
+    }
+
+    /// The longest heartbeat interval a client may ask for; default 60 s.
+    pub fn max_heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.opts.server.max_heartbeat_interval = interval;
+        self
+    }
+
+    /// The client timeout: the default heartbeat is half of it; default 60 s.
+    pub fn client_timeout(mut self, timeout: Duration) -> Self {
+        self.opts.client_timeout = timeout;
+        self.opts.server.heartbeat_interval = timeout / 2;
+        self
+    }
+
+    /// The largest output buffer a client may ask for; default 64 KiB.
+    pub fn max_output_buffer_size(mut self, bytes: u32) -> Self {
+        self.opts.server.max_output_buffer_size = bytes;
+        self
+    }
+
+    /// The default output buffer timeout; default 250 ms.
+    pub fn output_buffer_timeout(mut self, timeout: Duration) -> Self {
+        self.opts.server.output_buffer_timeout = timeout;
+        self
+    }
+
+    /// Messages a topic or channel holds in memory; default 1,000,000.
+    ///
+    /// nsqd keeps `--mem-queue-size` (10,000) messages in memory and writes the rest to disk.
+    /// This broker has no disk: past this bound a publish is refused with `E_PUB_FAILED` (or
+    /// `E_MPUB_FAILED`, `E_DPUB_FAILED`, HTTP 500), so no accepted message is ever dropped.
+    /// Ephemeral channels drop what does not fit, as in nsqd.
+    pub fn mem_queue_size(mut self, messages: usize) -> Self {
+        self.opts.mem_queue_size = messages;
+        self
+    }
+
+    /// The most consumers one channel takes; 0 (the default) is no limit.
+    pub fn max_channel_consumers(mut self, consumers: usize) -> Self {
+        self.opts.max_channel_consumers = consumers;
+        self
+    }
+
+    /// Whether clients may negotiate snappy; default true.
+    pub fn snappy(mut self, enabled: bool) -> Self {
+        self.opts.server.snappy = enabled;
+        self
+    }
+
+    /// Whether clients may negotiate deflate; default true.
+    pub fn deflate(mut self, enabled: bool) -> Self {
+        self.opts.server.deflate = enabled;
+        self
+    }
+
+    /// The highest deflate level a client gets; default 6.
+    pub fn max_deflate_level(mut self, level: u32) -> Self {
+        self.opts.server.max_deflate_level = level;
+        self
+    }
+
+    /// Offers TLS with this configuration (client certificates as it decides).
+    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.opts.tls = Some(config);
+        self
+    }
+
+    /// When TLS is required; default [`TlsRequired::No`].
+    pub fn tls_required(mut self, required: TlsRequired) -> Self {
+        self.opts.tls_required = required;
+        self
+    }
+
+    /// Requires AUTH, decided by `auth` (an in-process policy, or [`HttpAuth`]).
+    pub fn authenticator(mut self, auth: Arc<dyn Authenticator>) -> Self {
+        self.opts.auth = Some(auth);
+        self
+    }
+
+    /// Requires AUTH, decided by these auth services (nsqd's `--auth-http-address`).
+    pub fn auth_http_addresses(self, addresses: Vec<String>) -> Self {
+        self.authenticator(Arc::new(HttpAuth::new(addresses)))
+    }
+
+    /// Binds the listeners and starts serving.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError::Bind`] when an address cannot be bound; [`StartError::Invalid`] when TLS
+    /// is required but not configured.
+    pub async fn start(self) -> Result<Nsqd, StartError> {
+        let opts = self.opts;
+        if opts.tls_required != TlsRequired::No && opts.tls.is_none() {
+            return Err(StartError::Invalid(
+                "TLS is required but no TLS configuration was given".to_owned(),
+            ));
+        }
+        let tcp = TcpListener::bind(opts.tcp_address)
+            .await
+            .map_err(|source| StartError::Bind {
+                what: "TCP",
+                addr: opts.tcp_address,
+                source,
+            })?;
+        let http = TcpListener::bind(opts.http_address)
+            .await
+            .map_err(|source| StartError::Bind {
+                what: "HTTP",
+                addr: opts.http_address,
+                source,
+            })?;
+        let tcp_addr = tcp.local_addr().map_err(|source| StartError::Bind {
+            what: "TCP",
+            addr: opts.tcp_address,
+            source,
+        })?;
+        let http_addr = http.local_addr().map_err(|source| StartError::Bind {
+            what: "HTTP",
+            addr: opts.http_address,
+            source,
+        })?;
+        let broker = Arc::new(Broker::new(opts, tcp_addr, http_addr));
+        let tasks = TaskTracker::new();
+        broker.start_lookup();
+        tasks.spawn(accept_loop(broker.clone(), tcp, tasks.clone()));
+        tasks.spawn(crate::http::serve(broker.clone(), http));
+        tasks.spawn(scan_loop(broker.clone()));
+        tracing::info!(%tcp_addr, %http_addr, "nsq-server-lite listening");
+        Ok(Nsqd {
+            broker,
+            tcp_addr,
+            http_addr,
+            tasks,
+        })
+    }
+}
+
+async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, tasks: TaskTracker) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, remote)) => {
+                    tasks.spawn(crate::conn::serve(broker.clone(), stream, remote));
+                }
+                Err(err) => {
+                    // Out of file descriptors and the like: nsqd logs and goes on too.
+                    tracing::warn!(%err, "accept failed");
+                    tokio::task::yield_now().await;
+                }
+            },
+            _ = broker.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// nsqd's queue scan: in-flight timeouts and deferred messages, every 100 ms.
+async fn scan_loop(broker: Arc<Broker>) {
+    let mut timer = tokio::time::interval(broker.opts.scan_interval);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = timer.tick() => broker.scan(),
+            _ = broker.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// A running broker. Dropping it stops it (without waiting); [`Nsqd::shutdown`] waits.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let nsqd = nsq_server_lite::Nsqd::start().await?;
+/// println!("nsqd at {} (HTTP {})", nsqd.tcp_addr(), nsqd.http_addr());
+/// nsqd.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Nsqd {
+    broker: Arc<Broker>,
+    tcp_addr: SocketAddr,
+    http_addr: SocketAddr,
+    tasks: TaskTracker,
+}
+
+impl Nsqd {
+    /// A builder with nsqd's defaults, listening on free loopback ports.
+    pub fn builder() -> NsqdBuilder {
+        NsqdBuilder::default()
+    }
+
+    /// Starts a broker with the defaults on free loopback ports.
+    ///
+    /// # Errors
+    ///
+    /// As [`NsqdBuilder::start`].
+    pub async fn start() -> Result<Self, StartError> {
+        Self::builder().start().await
+    }
+
+    /// The TCP (protocol V2) address clients connect to.
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.tcp_addr
+    }
+
+    /// The HTTP API's address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// What `/stats?format=json` would answer now.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let nsqd = nsq_server_lite::Nsqd::start().await?;
+    /// assert!(nsqd.stats().topics.is_empty());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn stats(&self) -> Stats {
+        self.broker.stats(None, None, true)
+    }
+
+    /// Stops accepting, closes every connection and waits for the broker's tasks to end.
+    /// Messages still queued are dropped with the broker, as with nsqd's memory queue.
+    pub async fn shutdown(self) {
+        self.broker.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+impl Drop for Nsqd {
+    fn drop(&mut self) {
+        self.broker.shutdown.cancel();
+    }
+}
