@@ -213,7 +213,7 @@ impl PeerRun {
         self
     }
 
-    /// The peer's time limit (it is killed [`GRACE`] later).
+    /// The peer's time limit (it is killed 10 s later if still running).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
