@@ -7,8 +7,9 @@
 #   eval "$(scripts/install-peers.sh)"             # both at once (progress goes to stderr)
 #
 # Peers (all pinned by files under tests/peers/):
-#   go      nsqd + nsqlookupd, built from tests/peers/go (go.mod pins github.com/nsqio/nsq, go.sum
-#           pins everything else)                               -> <cache>/bin/
+#   go      nsqd + nsqlookupd, and the go-nsq test peer (tests/peers/go/cmd/nsq-peer), built from
+#           tests/peers/go (go.mod pins github.com/nsqio/nsq and go-nsq, go.sum pins everything
+#           else)                                               -> <cache>/bin/
 #   python  venv with tests/peers/python/requirements.txt (python-snappy, pynsq)  -> <cache>/venv/
 #   node    nsqjs from tests/peers/js/package-lock.json         -> <cache>/node/node_modules/
 #
@@ -20,7 +21,7 @@
 #
 # Each peer is skipped when its cache stamp matches the pinning files and a smoke check passes
 # (nsqd/nsqlookupd `--version` must report the pinned version). Any failure exits non-zero.
-# Writes <cache>/env.sh, which exports NSQ_PEERS_DIR, NSQD_BIN, NSQLOOKUPD_BIN, NSQ_PYTHON,
+# Writes <cache>/env.sh, which exports NSQ_PEERS_DIR, NSQD_BIN, NSQLOOKUPD_BIN, NSQ_GO_PEER, NSQ_PYTHON,
 # NSQ_NODE_PATH/NODE_PATH, and puts <cache>/bin and <cache>/venv/bin first on PATH (so `nsqd` and
 # `python3` are the peers'). Add a peer: write install_<name> and verify_<name>, add it to ALL_PEERS
 # and to write_env.
@@ -71,11 +72,18 @@ verify_go() {
             return 1
         }
     done
+    # The peer has no --version; a usage error (exit 2) shows that it runs.
+    [ -x "$CACHE/bin/nsq-peer" ] || return 1
+    "$CACHE/bin/nsq-peer" 2>/dev/null && return 1
+    [ $? -eq 2 ] || {
+        log "$CACHE/bin/nsq-peer does not run"
+        return 1
+    }
 }
 
 install_go() {
     local key
-    key=$(key_of "$GO_DIR/go.mod" "$GO_DIR/go.sum" "$GO_DIR/tools.go")
+    key=$(key_of "$GO_DIR/go.mod" "$GO_DIR/go.sum" "$GO_DIR/tools.go" "$GO_DIR"/cmd/*/*.go)
     if stamp_ok go "$key" && verify_go; then
         log "go: nsqd/nsqlookupd $NSQ_VERSION cached in $CACHE/bin"
         return
@@ -91,9 +99,12 @@ install_go() {
         env -C "$GO_DIR" GOTOOLCHAIN=local GOBIN="$tmp" \
         go install -mod=readonly -trimpath -buildvcs=false \
         github.com/nsqio/nsq/apps/nsqd github.com/nsqio/nsq/apps/nsqlookupd
-    mv -f "$tmp/nsqd" "$tmp/nsqlookupd" "$CACHE/bin/"
+    timed "go: build nsq-peer (go-nsq $(sed -nE 's/^[[:space:]]*github\.com\/nsqio\/go-nsq[[:space:]]+(v[^[:space:]]+).*/\1/p' "$GO_DIR/go.mod"))" \
+        env -C "$GO_DIR" GOTOOLCHAIN=local GOBIN="$tmp" \
+        go install -mod=readonly -trimpath -buildvcs=false ./cmd/nsq-peer
+    mv -f "$tmp/nsqd" "$tmp/nsqlookupd" "$tmp/nsq-peer" "$CACHE/bin/"
     rmdir "$tmp"
-    verify_go || die "freshly built nsqd/nsqlookupd do not report $NSQ_VERSION"
+    verify_go || die "freshly built nsqd/nsqlookupd/nsq-peer do not verify (see above)"
     stamp_set go "$key"
 }
 
@@ -169,6 +180,7 @@ write_env() {
         if verify_go; then
             printf 'export NSQD_BIN=%q\n' "$CACHE/bin/nsqd"
             printf 'export NSQLOOKUPD_BIN=%q\n' "$CACHE/bin/nsqlookupd"
+            printf 'export NSQ_GO_PEER=%q\n' "$CACHE/bin/nsq-peer"
             printf 'case ":$PATH:" in *:%q:*) ;; *) export PATH=%q:"$PATH" ;; esac\n' "$CACHE/bin" "$CACHE/bin"
         fi
         if verify_python; then

@@ -4,7 +4,18 @@
 //! `scripts/install-peers.sh` builds) on free loopback ports and stops it on drop.
 //! [`peer_or_skip`] applies the project's rule for optional peers: on a developer
 //! machine without the peer a test is skipped with a message, and under CI
-//! (`CI` set) a missing peer fails the test.
+//! (`CI` set) a missing peer fails the test. [`RealNsqlookupd`] does the same for
+//! `nsqlookupd` (`NSQLOOKUPD_BIN`).
+//!
+//! For the third-party client interop tests: [`broker`] starts the broker under test
+//! (real `nsqd` for now) and reads its stats, [`clients`] runs the go-nsq, pynsq and
+//! nsqjs peers from `tests/peers/`, [`tls`] makes throwaway certificates and [`http`]
+//! is a tiny HTTP client for the brokers' APIs.
+
+pub mod broker;
+pub mod clients;
+pub mod http;
+pub mod tls;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
@@ -72,7 +83,7 @@ impl RealNsqd {
             tcp_addr.port()
         ));
         std::fs::create_dir_all(&data_path).expect("create nsqd data dir");
-        let mut child = Command::new(bin)
+        let child = Command::new(bin)
             .arg(format!("--tcp-address={tcp_addr}"))
             .arg(format!("--http-address={http_addr}"))
             .arg("--https-address=")
@@ -85,40 +96,95 @@ impl RealNsqd {
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
 
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    // Nobody listens any more: keep draining so nsqd never blocks.
-                    continue;
-                }
-            }
-        });
         let mut nsqd = Self {
             child,
             data_path,
             tcp_addr,
             http_addr,
         };
-        let (mut tcp, mut http) = (false, false);
-        let deadline = std::time::Instant::now() + START_TIMEOUT;
-        let mut seen = Vec::new();
-        while !(tcp && http) {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    tcp |= line.contains(&format!("TCP: listening on {tcp_addr}"));
-                    http |= line.contains(&format!("HTTP: listening on {http_addr}"));
-                    seen.push(line);
-                }
-                Err(_) => {
-                    let status = nsqd.child.try_wait();
-                    panic!("nsqd did not start listening within {START_TIMEOUT:?} (status {status:?}); it said:\n{}", seen.join("\n"));
-                }
+        wait_listening("nsqd", &mut nsqd.child, tcp_addr, http_addr);
+        nsqd
+    }
+}
+
+/// Waits until a child that logs Go-NSQ style (`TCP: listening on ADDR`, `HTTP: listening
+/// on ADDR` on stderr) listens on both addresses; keeps draining its stderr afterwards.
+///
+/// # Panics
+///
+/// When it does not say so within [`START_TIMEOUT`].
+fn wait_listening(what: &str, child: &mut Child, tcp_addr: SocketAddr, http_addr: SocketAddr) {
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                // Nobody listens any more: keep draining so the child never blocks.
+                continue;
             }
         }
-        nsqd
+    });
+    let (mut tcp, mut http) = (false, false);
+    let deadline = std::time::Instant::now() + START_TIMEOUT;
+    let mut seen = Vec::new();
+    while !(tcp && http) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                tcp |= line.contains(&format!("TCP: listening on {tcp_addr}"));
+                http |= line.contains(&format!("HTTP: listening on {http_addr}"));
+                seen.push(line);
+            }
+            Err(_) => {
+                let status = child.try_wait();
+                panic!("{what} did not start listening within {START_TIMEOUT:?} (status {status:?}); it said:\n{}", seen.join("\n"));
+            }
+        }
+    }
+}
+
+/// A real `nsqlookupd` process on loopback, killed on drop.
+#[derive(Debug)]
+pub struct RealNsqlookupd {
+    child: Child,
+    /// The TCP address nsqd registers with (`nsqd --lookupd-tcp-address`).
+    pub tcp_addr: SocketAddr,
+    /// The HTTP API address consumers query (`/lookup?topic=...`).
+    pub http_addr: SocketAddr,
+}
+
+impl RealNsqlookupd {
+    /// Starts `nsqlookupd` from `bin`, returning once it listens on both ports.
+    ///
+    /// # Panics
+    ///
+    /// When the process cannot start or does not report listening in time.
+    pub fn start(bin: &std::path::Path) -> Self {
+        let tcp_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let http_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let child = Command::new(bin)
+            .arg(format!("--tcp-address={tcp_addr}"))
+            .arg(format!("--http-address={http_addr}"))
+            .arg("--broadcast-address=127.0.0.1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+        let mut lookupd = Self {
+            child,
+            tcp_addr,
+            http_addr,
+        };
+        wait_listening("nsqlookupd", &mut lookupd.child, tcp_addr, http_addr);
+        lookupd
+    }
+}
+
+impl Drop for RealNsqlookupd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
