@@ -262,13 +262,15 @@ impl Conn {
                 rejected.error.code,
                 ErrorCode::BadBody | ErrorCode::BadMessage
             );
-            if verb == Verb::Mpub && body_error && self.broker.opts.auth.is_some() {
-                if !self.has_authorizations() {
-                    return self.fail(ServerError::new(
-                        ErrorCode::AuthFirst,
-                        "AUTH required before MPUB",
-                    ));
-                }
+            if verb == Verb::Mpub
+                && body_error
+                && self.broker.opts.auth.is_some()
+                && !self.has_authorizations()
+            {
+                return self.fail(ServerError::new(
+                    ErrorCode::AuthFirst,
+                    "AUTH required before MPUB",
+                ));
             }
         }
         self.fail(rejected.error)

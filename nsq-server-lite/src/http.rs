@@ -25,8 +25,8 @@ enum Reply {
     Json(serde_json::Value),
     Empty,
     Error(StatusCode, &'static str),
-    /// A response already in its final shape (the text `/stats`).
-    Prebuilt(Response),
+    /// Text built at request time (the text `/stats`).
+    Report(String),
 }
 
 impl IntoResponse for Reply {
@@ -46,7 +46,12 @@ impl IntoResponse for Reply {
             )
                 .into_response(),
             Reply::Empty => StatusCode::OK.into_response(),
-            Reply::Prebuilt(response) => return response,
+            Reply::Report(text) => (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                text,
+            )
+                .into_response(),
             Reply::Error(status, message) => (
                 status,
                 [(header::CONTENT_TYPE, json)],
@@ -377,16 +382,7 @@ async fn stats(State(broker): State<Shared>, RawQuery(query): RawQuery) -> Reply
             }
         }
     }
-    let mut response = (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        text,
-    )
-        .into_response();
-    response
-        .headers_mut()
-        .insert(V1_HEADER, HeaderValue::from_static(V1_HEADER_VALUE));
-    Reply::Prebuilt(response)
+    Reply::Report(text)
 }
 
 async fn topic_create(State(broker): State<Shared>, RawQuery(query): RawQuery) -> Reply {

@@ -36,6 +36,7 @@ mod lookup_peer;
 pub mod lookupd;
 mod server;
 pub mod stats;
+pub mod tls;
 mod topic;
 
 pub use broker::TlsRequired;

@@ -1,19 +1,94 @@
-//! The broker under test behind one small interface, so that interop tests can run
-//! against real `nsqd` now and `nsq-server-lite` later by adding a [`BrokerKind`]
-//! variant and its arms here.
+//! The broker under test behind one small interface: real `nsqd`/`nsqlookupd` 1.3.0
+//! processes, or `nsq-server-lite` in-process, chosen by [`BrokerKind`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde_json::Value;
 
-use crate::{http, peer_or_skip, RealNsqd};
+use nsq_server_lite::lookupd::Lookupd as LiteLookupd;
+use nsq_server_lite::{Nsqd as LiteNsqd, TlsRequired};
+
+use crate::{http, peer_or_skip, RealNsqd, RealNsqlookupd};
 
 /// Which broker to start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BrokerKind {
-    /// A real `nsqd` 1.3.0 process (`NSQD_BIN`).
+    /// A real `nsqd` 1.3.0 process (`NSQD_BIN`), with real `nsqlookupd` (`NSQLOOKUPD_BIN`).
     RealNsqd,
+    /// `nsq-server-lite` in this process, with its lookupd.
+    Lite,
+}
+
+impl BrokerKind {
+    /// A short name for test output.
+    pub fn name(self) -> &'static str {
+        match self {
+            BrokerKind::RealNsqd => "nsqd",
+            BrokerKind::Lite => "lite",
+        }
+    }
+
+    /// Whether everything this kind needs is installed (see [`peer_or_skip`]).
+    pub fn available(self) -> bool {
+        match self {
+            BrokerKind::RealNsqd => {
+                peer_or_skip("NSQD_BIN").is_some() && peer_or_skip("NSQLOOKUPD_BIN").is_some()
+            }
+            BrokerKind::Lite => true,
+        }
+    }
+}
+
+/// A running nsqlookupd of either kind; stopped on drop.
+#[derive(Debug)]
+pub enum Lookupd {
+    /// A real `nsqlookupd` process.
+    Real(RealNsqlookupd),
+    /// The lite lookupd.
+    Lite(LiteLookupd),
+}
+
+impl Lookupd {
+    /// Starts the lookupd that goes with brokers of `kind`. `None` when its binary is missing
+    /// and the test should be skipped.
+    ///
+    /// # Panics
+    ///
+    /// When it cannot start, or a peer is missing under CI.
+    pub async fn start(kind: BrokerKind) -> Option<Self> {
+        match kind {
+            BrokerKind::RealNsqd => {
+                let bin = peer_or_skip("NSQLOOKUPD_BIN")?;
+                let real = tokio::task::spawn_blocking(move || RealNsqlookupd::start(&bin))
+                    .await
+                    .expect("nsqlookupd start-up panicked");
+                Some(Self::Real(real))
+            }
+            BrokerKind::Lite => Some(Self::Lite(
+                LiteLookupd::builder()
+                    .start()
+                    .await
+                    .expect("lite lookupd starts"),
+            )),
+        }
+    }
+
+    /// The TCP (registration) address.
+    pub fn tcp_addr(&self) -> SocketAddr {
+        match self {
+            Self::Real(l) => l.tcp_addr,
+            Self::Lite(l) => l.tcp_addr(),
+        }
+    }
+
+    /// The HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        match self {
+            Self::Real(l) => l.http_addr,
+            Self::Lite(l) => l.http_addr(),
+        }
+    }
 }
 
 /// TLS files for the broker.
@@ -40,6 +115,8 @@ pub struct BrokerOpts {
 pub enum Broker {
     /// See [`BrokerKind::RealNsqd`].
     RealNsqd(RealNsqd),
+    /// See [`BrokerKind::Lite`].
+    Lite(LiteNsqd),
 }
 
 impl Broker {
@@ -51,7 +128,7 @@ impl Broker {
     /// # Panics
     ///
     /// When the broker cannot start, or a peer is missing under CI.
-    pub fn start(kind: BrokerKind, opts: &BrokerOpts) -> Option<Self> {
+    pub async fn start(kind: BrokerKind, opts: &BrokerOpts) -> Option<Self> {
         match kind {
             BrokerKind::RealNsqd => {
                 let bin = peer_or_skip("NSQD_BIN")?;
@@ -64,8 +141,32 @@ impl Broker {
                 for addr in &opts.lookupd_tcp {
                     flags.push(format!("--lookupd-tcp-address={addr}"));
                 }
-                let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-                Some(Self::RealNsqd(RealNsqd::start(&bin, &flags)))
+                let real = tokio::task::spawn_blocking(move || {
+                    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+                    RealNsqd::start(&bin, &flags)
+                })
+                .await
+                .expect("nsqd start-up panicked");
+                Some(Self::RealNsqd(real))
+            }
+            BrokerKind::Lite => {
+                let mut builder = LiteNsqd::builder().broadcast_address("127.0.0.1");
+                if let Some(tls) = &opts.tls {
+                    let config = nsq_server_lite::tls::server_config(
+                        &tls.cert,
+                        &tls.key,
+                        None,
+                        nsq_server_lite::tls::ClientAuth::None,
+                    )
+                    .expect("test certificates load");
+                    builder = builder.tls(config).tls_required(TlsRequired::TcpOnly);
+                }
+                for addr in &opts.lookupd_tcp {
+                    builder = builder.lookupd_tcp_address(addr.to_string());
+                }
+                Some(Self::Lite(
+                    builder.start().await.expect("lite broker starts"),
+                ))
             }
         }
     }
@@ -74,6 +175,7 @@ impl Broker {
     pub fn tcp_addr(&self) -> SocketAddr {
         match self {
             Self::RealNsqd(nsqd) => nsqd.tcp_addr,
+            Self::Lite(nsqd) => nsqd.tcp_addr(),
         }
     }
 
@@ -81,6 +183,7 @@ impl Broker {
     pub fn http_addr(&self) -> SocketAddr {
         match self {
             Self::RealNsqd(nsqd) => nsqd.http_addr,
+            Self::Lite(nsqd) => nsqd.http_addr(),
         }
     }
 

@@ -7,12 +7,14 @@
 //! consumer (held connected), then poll the broker's `/stats` until the channel shows
 //! every message finished exactly once by clients that negotiated the cell's features.
 //!
-//! The broker is [`BROKER`]; point it at `BrokerKind::Lite` to run these against
-//! nsq-server-lite. One test per client runs its eight cells concurrently (at most
-//! [`JOBS`] cells at once across tests), and a failure lists every failed cell by name.
+//! Every cell runs against both brokers: nsq-server-lite (with its lookupd) and real nsqd
+//! (with real nsqlookupd). One test per client and broker runs its eight cells concurrently
+//! (at most [`JOBS`] cells at once across tests), and a failure lists every failed cell by
+//! name.
 //!
-//! Needs `NSQD_BIN`, `NSQLOOKUPD_BIN` and the peers (`NSQ_GO_PEER`, `NSQ_PYTHON`,
-//! `NSQ_NODE_PATH`) from `scripts/install-peers.sh`; skipped without them unless `CI` is set.
+//! Needs the peers (`NSQ_GO_PEER`, `NSQ_PYTHON`, `NSQ_NODE_PATH`) from
+//! `scripts/install-peers.sh`, and for the real broker `NSQD_BIN` and `NSQLOOKUPD_BIN`;
+//! skipped without them unless `CI` is set.
 //! `NSQ_INTEROP_CASES=substring` runs only the matching cells, e.g. `pynsq/deflate`.
 //!
 //! What each client can do was checked in its source: all three negotiate TLS (with a CA
@@ -24,15 +26,13 @@
 
 use std::time::{Duration, Instant};
 
-use nsq_tests::broker::{Broker, BrokerKind, BrokerOpts, BrokerTls};
+use nsq_tests::broker::{Broker, BrokerKind, BrokerOpts, BrokerTls, Lookupd};
 use nsq_tests::clients::{ClientPeer, PeerMode, PeerRun, PeerTls};
+use nsq_tests::http;
 use nsq_tests::tls::{TestCerts, SERVER_NAME};
-use nsq_tests::{http, peer_or_skip, RealNsqlookupd};
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
-/// The broker every cell runs against.
-const BROKER: BrokerKind = BrokerKind::RealNsqd;
 /// Messages per cell.
 const COUNT: u64 = 10_000;
 /// Each peer run's own time limit.
@@ -62,6 +62,7 @@ enum Discovery {
 
 #[derive(Debug, Clone, Copy)]
 struct Case {
+    broker: BrokerKind,
     client: ClientPeer,
     feature: Feature,
     discovery: Discovery,
@@ -70,7 +71,8 @@ struct Case {
 impl Case {
     fn name(&self) -> String {
         format!(
-            "{}/{}/{}",
+            "{}/{}/{}/{}",
+            self.broker.name(),
             self.client.name(),
             format!("{:?}", self.feature).to_lowercase(),
             format!("{:?}", self.discovery).to_lowercase()
@@ -85,27 +87,39 @@ impl Case {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn go_nsq() {
-    run_client(ClientPeer::GoNsq).await;
+async fn go_nsq_with_lite() {
+    run_client(BrokerKind::Lite, ClientPeer::GoNsq).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pynsq() {
-    run_client(ClientPeer::Pynsq).await;
+async fn pynsq_with_lite() {
+    run_client(BrokerKind::Lite, ClientPeer::Pynsq).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nsqjs() {
-    run_client(ClientPeer::Nsqjs).await;
+async fn nsqjs_with_lite() {
+    run_client(BrokerKind::Lite, ClientPeer::Nsqjs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_nsq_with_real_nsqd() {
+    run_client(BrokerKind::RealNsqd, ClientPeer::GoNsq).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pynsq_with_real_nsqd() {
+    run_client(BrokerKind::RealNsqd, ClientPeer::Pynsq).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nsqjs_with_real_nsqd() {
+    run_client(BrokerKind::RealNsqd, ClientPeer::Nsqjs).await;
 }
 
 /// Runs the client's eight cells concurrently; panics listing every failed cell.
-async fn run_client(client: ClientPeer) {
+async fn run_client(broker: BrokerKind, client: ClientPeer) {
     // Check every prerequisite up front, so a skip is one message, not eight.
-    if peer_or_skip("NSQD_BIN").is_none()
-        || peer_or_skip("NSQLOOKUPD_BIN").is_none()
-        || client.command().is_none()
-    {
+    if !broker.available() || client.command().is_none() {
         return;
     }
     let filter = std::env::var("NSQ_INTEROP_CASES").unwrap_or_default();
@@ -119,6 +133,7 @@ async fn run_client(client: ClientPeer) {
     ] {
         for discovery in [Discovery::Direct, Discovery::Lookupd] {
             let case = Case {
+                broker,
                 client,
                 feature,
                 discovery,
@@ -161,10 +176,11 @@ async fn run_case(case: Case, certs: &TestCerts) -> Result<String, String> {
     let t0 = Instant::now();
     let lookupd = match case.discovery {
         Discovery::Direct => None,
-        Discovery::Lookupd => {
-            let bin = peer_or_skip("NSQLOOKUPD_BIN").ok_or("NSQLOOKUPD_BIN vanished")?;
-            Some(blocking(move || RealNsqlookupd::start(&bin)).await?)
-        }
+        Discovery::Lookupd => Some(
+            Lookupd::start(case.broker)
+                .await
+                .ok_or("NSQLOOKUPD_BIN vanished")?,
+        ),
     };
     let tls = case.feature == Feature::Tls;
     let opts = BrokerOpts {
@@ -172,10 +188,10 @@ async fn run_case(case: Case, certs: &TestCerts) -> Result<String, String> {
             cert: certs.server_cert.clone(),
             key: certs.server_key.clone(),
         }),
-        lookupd_tcp: lookupd.iter().map(|l| l.tcp_addr).collect(),
+        lookupd_tcp: lookupd.iter().map(Lookupd::tcp_addr).collect(),
     };
-    let broker = blocking(move || Broker::start(BROKER, &opts))
-        .await?
+    let broker = Broker::start(case.broker, &opts)
+        .await
         .ok_or("broker binary vanished")?;
     let (topic, channel) = ("interop", "interop-ch");
     broker.create_channel(topic, channel).await?;
@@ -204,7 +220,7 @@ async fn run_case(case: Case, certs: &TestCerts) -> Result<String, String> {
         None => peer(PeerMode::Sub).nsqd(broker.tcp_addr()),
         Some(lookupd) => {
             wait_registered(lookupd, topic, &broker).await?;
-            peer(PeerMode::Sub).lookupd(lookupd.http_addr)
+            peer(PeerMode::Sub).lookupd(lookupd.http_addr())
         }
     };
     let mut consumer = sub.hold(true).spawn()?.ok_or("peer vanished")?;
@@ -228,11 +244,7 @@ async fn run_case(case: Case, certs: &TestCerts) -> Result<String, String> {
 }
 
 /// Waits until nsqlookupd lists the broker as a producer of `topic`.
-async fn wait_registered(
-    lookupd: &RealNsqlookupd,
-    topic: &str,
-    broker: &Broker,
-) -> Result<(), String> {
+async fn wait_registered(lookupd: &Lookupd, topic: &str, broker: &Broker) -> Result<(), String> {
     let path = format!("/lookup?topic={topic}");
     let port = broker.tcp_addr().port();
     let mut last = String::new();
@@ -240,7 +252,7 @@ async fn wait_registered(
     let mut tick = tokio::time::interval(POLL);
     while Instant::now() < deadline {
         tick.tick().await;
-        match http::json(lookupd.http_addr, "GET", &path).await {
+        match http::json(lookupd.http_addr(), "GET", &path).await {
             Ok(v) => {
                 let producers = v["producers"].as_array().cloned().unwrap_or_default();
                 if producers.iter().any(|p| p["tcp_port"] == port) {
@@ -332,12 +344,4 @@ fn channel_problems(ch: &Value, case: Case) -> Vec<String> {
         }
     }
     problems
-}
-
-/// Runs a blocking start-up (brokers wait on their child's stderr) off the runtime,
-/// turning a panic into this cell's error.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| format!("start-up failed: {e}"))
 }
