@@ -308,7 +308,10 @@ impl Conn {
                 Flow::Continue
             }
             Command::Fin(id) => {
-                let result = self.subscribed().finish(self.info.id, id);
+                let result = match self.subscribed(verb) {
+                    Ok(channel) => channel.finish(self.info.id, id),
+                    Err(err) => return self.fail(err),
+                };
                 match result {
                     Ok(()) => {
                         self.info.finish_count.fetch_add(1, Ordering::Relaxed);
@@ -322,7 +325,11 @@ impl Conn {
             }
             Command::Req { id, delay } => {
                 let delay = delay.min(self.broker.opts.limits.max_req_timeout);
-                match self.subscribed().requeue(self.info.id, id, delay) {
+                let channel = match self.subscribed(verb) {
+                    Ok(channel) => channel,
+                    Err(err) => return self.fail(err),
+                };
+                match channel.requeue(self.info.id, id, delay) {
                     Ok(()) => {
                         self.info.requeue_count.fetch_add(1, Ordering::Relaxed);
                         Flow::Continue
@@ -333,17 +340,22 @@ impl Conn {
                     )),
                 }
             }
-            Command::Touch(id) => match self.subscribed().touch(self.info.id, id) {
-                Ok(()) => Flow::Continue,
-                Err(e) => self.fail(ServerError::new(
+            Command::Touch(id) => match self.subscribed(verb).map(|c| c.touch(self.info.id, id)) {
+                Err(err) => self.fail(err),
+                Ok(Ok(())) => Flow::Continue,
+                Ok(Err(e)) => self.fail(ServerError::new(
                     ErrorCode::TouchFailed,
                     format!("TOUCH {id} failed {}", e.as_str()),
                 )),
             },
             Command::Cls => {
+                let channel = match self.subscribed(verb) {
+                    Ok(channel) => channel,
+                    Err(err) => return self.fail(err),
+                };
                 self.state = State::Closing;
                 self.info.meta().state = State::Closing;
-                self.subscribed().set_ready(self.info.id, 0);
+                channel.set_ready(self.info.id, 0);
                 self.reply(Ok(Some(Response::CloseWait)))
             }
             Command::Nop => Flow::Continue,
@@ -388,12 +400,12 @@ impl Conn {
         }
     }
 
-    /// The channel of a subscribed (or closing) connection; the state check guarantees it.
-    fn subscribed(&self) -> &Channel {
-        match &self.channel {
-            Some(channel) => channel,
-            None => unreachable!("state_check admits FIN/REQ/TOUCH/CLS only after SUB"),
-        }
+    /// The channel of a subscribed (or closing) connection. `state_check` admits FIN, REQ,
+    /// TOUCH and CLS only after SUB, which sets it; without one they fail as before SUB.
+    fn subscribed(&self, verb: Verb) -> Result<Arc<Channel>, ServerError> {
+        self.channel
+            .clone()
+            .ok_or_else(|| Self::invalid(format!("cannot {} in current state", verb.as_str())))
     }
 
     async fn publish(
@@ -716,6 +728,24 @@ async fn write_out(
     }
 }
 
+/// The next heartbeat tick; never, without heartbeats.
+async fn next_tick(timer: &mut Option<tokio::time::Interval>) {
+    match timer {
+        Some(timer) => {
+            timer.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `at`; forever when there is nothing to flush.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 fn heartbeat_timer(interval: Option<Duration>) -> Option<tokio::time::Interval> {
     interval.map(|d| {
         let mut timer = tokio::time::interval_at(Instant::now() + d, d);
@@ -813,12 +843,12 @@ async fn write_loop_inner(
                     flush_at = None;
                 }
             }
-            _ = async { heartbeat.as_mut().expect("guarded").tick().await }, if heartbeat.is_some() => {
+            _ = next_tick(&mut heartbeat) => {
                 encode(&mut buf, &Frame::Response(Response::Heartbeat))?;
                 write_out(&mut wr, &mut buf, cfg.heartbeat_interval).await?;
                 flush_at = None;
             }
-            _ = async { tokio::time::sleep_until(flush_at.expect("guarded")).await }, if flush_at.is_some() => {
+            _ = sleep_until_some(flush_at) => {
                 write_out(&mut wr, &mut buf, cfg.heartbeat_interval).await?;
                 flush_at = None;
             }

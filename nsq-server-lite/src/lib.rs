@@ -29,6 +29,7 @@
 pub mod auth;
 mod broker;
 mod channel;
+pub mod cli;
 mod client;
 mod conn;
 mod http;

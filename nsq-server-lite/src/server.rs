@@ -134,6 +134,12 @@ impl NsqdBuilder {
         self
     }
 
+    /// The longest output buffer timeout a client may ask for; default 30 s.
+    pub fn max_output_buffer_timeout(mut self, timeout: Duration) -> Self {
+        self.opts.server.max_output_buffer_timeout = timeout;
+        self
+    }
+
     /// The default output buffer timeout; default 250 ms.
     pub fn output_buffer_timeout(mut self, timeout: Duration) -> Self {
         self.opts.server.output_buffer_timeout = timeout;

@@ -9,6 +9,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use nsq_server_lite::cli::{
+    announce_and_wait, go_flag_syntax, init_logging, parse_go_duration, parse_log_level,
+};
 use nsq_server_lite::lookupd::{Lookupd, VERSION};
 
 /// nsqlookupd flags this server does not have; refused rather than ignored.
@@ -44,77 +47,9 @@ struct Args {
     version: bool,
 }
 
-/// Go's `flag` accepts one or two dashes; clap wants two for long names.
-fn go_flag_syntax(args: impl Iterator<Item = String>) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    for arg in args {
-        let arg = match arg.strip_prefix('-') {
-            Some(rest) if !rest.starts_with('-') && rest.len() > 1 => format!("--{rest}"),
-            _ => arg,
-        };
-        if let Some(name) = arg.strip_prefix("--") {
-            let name = name.split('=').next().unwrap_or_default();
-            if UNSUPPORTED.contains(&name) {
-                return Err(format!(
-                    "flag --{name} of nsqlookupd is not supported by this server"
-                ));
-            }
-        }
-        out.push(arg);
-    }
-    Ok(out)
-}
-
-/// Go's `time.ParseDuration` for the units nsqlookupd's flags use.
-fn parse_go_duration(text: &str) -> Result<Duration, String> {
-    if text == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let mut total = 0f64;
-    let mut rest = text;
-    if rest.is_empty() {
-        return Err("empty duration".into());
-    }
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("missing unit in duration {text:?}"))?;
-        let (number, tail) = rest.split_at(number_len);
-        let value: f64 = number
-            .parse()
-            .map_err(|_| format!("invalid duration {text:?}"))?;
-        let unit_len = tail
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(unit_len);
-        let scale = match unit {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(format!("unknown unit {unit:?} in duration {text:?}")),
-        };
-        total += value * scale;
-        rest = tail;
-    }
-    Duration::try_from_secs_f64(total).map_err(|err| format!("invalid duration {text:?}: {err}"))
-}
-
-fn parse_log_level(text: &str) -> Result<tracing::Level, String> {
-    match text.to_ascii_lowercase().as_str() {
-        "debug" => Ok(tracing::Level::DEBUG),
-        "info" => Ok(tracing::Level::INFO),
-        "warn" => Ok(tracing::Level::WARN),
-        "error" | "fatal" => Ok(tracing::Level::ERROR),
-        _ => Err(format!("invalid log level {text:?}")),
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = match go_flag_syntax(std::env::args()) {
+    let args = match go_flag_syntax(std::env::args(), &UNSUPPORTED) {
         Ok(args) => Args::parse_from(args),
         Err(message) => {
             eprintln!("{message}");
@@ -131,12 +66,7 @@ async fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(args.log_level)
-        .with_target(false)
-        .with_ansi(false)
-        .init();
+    init_logging(args.log_level);
     let mut builder = Lookupd::builder()
         .tcp_address(args.tcp_address)
         .http_address(args.http_address)
@@ -157,27 +87,9 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Printed whatever the log level, for scripts that wait on them.
-    eprintln!("TCP: listening on {}", lookupd.tcp_addr());
-    eprintln!("HTTP: listening on {}", lookupd.http_addr());
-    wait_for_signal().await;
+    announce_and_wait(lookupd.tcp_addr(), lookupd.http_addr()).await;
     lookupd.shutdown().await;
     ExitCode::SUCCESS
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 #[cfg(test)]
@@ -186,7 +98,7 @@ mod tests {
 
     #[test]
     fn go_flag_forms_and_unsupported_flags() {
-        let args = |list: &[&str]| go_flag_syntax(list.iter().map(|s| s.to_string()));
+        let args = |list: &[&str]| go_flag_syntax(list.iter().map(|s| s.to_string()), &UNSUPPORTED);
         let parsed = Args::parse_from(
             args(&[
                 "nsqlookupd",
@@ -205,16 +117,5 @@ mod tests {
         assert!(err.contains("--config"), "{err}");
         assert!(args(&["nsqlookupd", "--log-prefix", "x"]).is_err());
         assert!(Args::try_parse_from(args(&["nsqlookupd", "--https-address=x"]).unwrap()).is_err());
-    }
-
-    #[test]
-    fn go_durations() {
-        assert_eq!(parse_go_duration("5m0s"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_go_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_go_duration("100ms"), Ok(Duration::from_millis(100)));
-        assert_eq!(parse_go_duration("0"), Ok(Duration::ZERO));
-        assert!(parse_go_duration("5").is_err());
-        assert!(parse_go_duration("5x").is_err());
-        assert!(parse_go_duration("").is_err());
     }
 }

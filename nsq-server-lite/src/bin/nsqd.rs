@@ -1,0 +1,288 @@
+//! An nsqd-compatible broker: `cargo run -p nsq-server-lite --bin nsqd -- [nsqd flags]`.
+//!
+//! Takes nsqd 1.3.0's flags in Go's syntax (`-flag=value`, `--flag=value`, `--flag value`;
+//! booleans as `--flag` or `--flag=false`) for every feature it has, refuses the flags of
+//! features it lacks (disk queue, statsd, HTTPS, ...) with a message, prints "TCP: listening
+//! on ..." and "HTTP: listening on ..." on stderr as nsqd does, and stops on Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use nsq_server_lite::cli::{
+    announce_and_wait, go_flag_syntax, init_logging, parse_go_duration, parse_log_level,
+};
+use nsq_server_lite::tls::{server_config, ClientAuth};
+use nsq_server_lite::{Nsqd, TlsRequired};
+
+/// nsqd flags whose features this broker does not have; refused rather than ignored.
+const UNSUPPORTED: &[&str] = &[
+    "config",
+    "log-prefix",
+    "node-id",
+    "worker-id",
+    "https-address",
+    "broadcast-tcp-port",
+    "broadcast-http-port",
+    "http-client-connect-timeout",
+    "http-client-request-timeout",
+    "data-path",
+    "max-bytes-per-file",
+    "sync-every",
+    "sync-timeout",
+    "queue-scan-interval",
+    "queue-scan-worker-pool-max",
+    "queue-scan-selection-count",
+    "queue-scan-dirty-percent",
+    "min-output-buffer-timeout",
+    "statsd-address",
+    "statsd-interval",
+    "statsd-mem-stats",
+    "statsd-prefix",
+    "statsd-udp-packet-size",
+    "statsd-exclude-ephemeral",
+    "e2e-processing-latency-percentile",
+    "e2e-processing-latency-window-time",
+    "tls-min-version",
+];
+
+/// nsqd's flags, with nsqd's defaults (except the listening addresses' hosts, see below).
+#[derive(Debug, Parser)]
+#[command(name = "nsqd", disable_version_flag = true)]
+struct Args {
+    /// ADDR:PORT to listen on for TCP clients
+    #[arg(long, default_value = "0.0.0.0:4150")]
+    tcp_address: SocketAddr,
+    /// ADDR:PORT to listen on for HTTP clients
+    #[arg(long, default_value = "0.0.0.0:4151")]
+    http_address: SocketAddr,
+    /// address registered with lookupd (default: the OS hostname)
+    #[arg(long)]
+    broadcast_address: Option<String>,
+    /// lookupd TCP address (may be given multiple times)
+    #[arg(long)]
+    lookupd_tcp_address: Vec<String>,
+    /// ADDR:PORT or a full URL of an auth server (may be given multiple times)
+    #[arg(long)]
+    auth_http_address: Vec<String>,
+    /// number of messages to keep in memory per topic and per channel (no disk here:
+    /// publishes beyond it are refused)
+    #[arg(long, default_value_t = 1_000_000)]
+    mem_queue_size: usize,
+    /// default duration to wait before auto-requeing a message
+    #[arg(long, default_value = "1m0s", value_parser = parse_go_duration)]
+    msg_timeout: Duration,
+    /// maximum duration before a message will timeout
+    #[arg(long, default_value = "15m0s", value_parser = parse_go_duration)]
+    max_msg_timeout: Duration,
+    /// maximum size of a single message in bytes
+    #[arg(long, default_value_t = 1_048_576)]
+    max_msg_size: u32,
+    /// maximum requeuing timeout for a message
+    #[arg(long, default_value = "1h0m0s", value_parser = parse_go_duration)]
+    max_req_timeout: Duration,
+    /// maximum size of a single command body
+    #[arg(long, default_value_t = 5_242_880)]
+    max_body_size: u32,
+    /// maximum client configurable duration of time between client heartbeats
+    #[arg(long, default_value = "1m0s", value_parser = parse_go_duration)]
+    max_heartbeat_interval: Duration,
+    /// maximum RDY count for a client
+    #[arg(long, default_value_t = 2500)]
+    max_rdy_count: u32,
+    /// maximum client configurable size (in bytes) for a client output buffer
+    #[arg(long, default_value_t = 65536)]
+    max_output_buffer_size: u32,
+    /// maximum client configurable duration of time between flushing to a client
+    #[arg(long, default_value = "30s", value_parser = parse_go_duration)]
+    max_output_buffer_timeout: Duration,
+    /// default duration of time between flushing data to clients
+    #[arg(long, default_value = "250ms", value_parser = parse_go_duration)]
+    output_buffer_timeout: Duration,
+    /// maximum channel consumer connection count per nsqd instance (default 0, i.e., unlimited)
+    #[arg(long, default_value_t = 0)]
+    max_channel_consumers: usize,
+    /// path to certificate file
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// path to key file
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// client certificate auth policy ('require' or 'require-verify')
+    #[arg(long)]
+    tls_client_auth_policy: Option<String>,
+    /// path to certificate authority file
+    #[arg(long)]
+    tls_root_ca_file: Option<PathBuf>,
+    /// require TLS for client connections (true, false, tcp-https)
+    #[arg(long, default_value = "false")]
+    tls_required: String,
+    /// enable deflate feature negotiation (client compression)
+    #[arg(long, num_args = 0..=1, require_equals = true, default_value = "true", default_missing_value = "true")]
+    deflate: bool,
+    /// max deflate compression level a client can negotiate (> values == > nsqd CPU usage)
+    #[arg(long, default_value_t = 6)]
+    max_deflate_level: u32,
+    /// enable snappy feature negotiation (client compression)
+    #[arg(long, num_args = 0..=1, require_equals = true, default_value = "true", default_missing_value = "true")]
+    snappy: bool,
+    /// log verbosity: debug, info, warn, error, or fatal
+    #[arg(long, default_value = "info", value_parser = parse_log_level)]
+    log_level: tracing::Level,
+    /// (deprecated) has no effect, use --log-level
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    verbose: Option<bool>,
+    /// print version string
+    #[arg(long)]
+    version: bool,
+}
+
+impl Args {
+    fn builder(&self) -> Result<nsq_server_lite::NsqdBuilder, String> {
+        let mut b = Nsqd::builder()
+            .tcp_address(self.tcp_address)
+            .http_address(self.http_address)
+            .mem_queue_size(self.mem_queue_size)
+            .msg_timeout(self.msg_timeout)
+            .max_msg_timeout(self.max_msg_timeout)
+            .max_msg_size(self.max_msg_size)
+            .max_req_timeout(self.max_req_timeout)
+            .max_body_size(self.max_body_size)
+            .max_heartbeat_interval(self.max_heartbeat_interval)
+            .max_rdy_count(self.max_rdy_count)
+            .max_output_buffer_size(self.max_output_buffer_size)
+            .max_output_buffer_timeout(self.max_output_buffer_timeout)
+            .output_buffer_timeout(self.output_buffer_timeout)
+            .max_channel_consumers(self.max_channel_consumers)
+            .deflate(self.deflate)
+            .max_deflate_level(self.max_deflate_level)
+            .snappy(self.snappy);
+        if let Some(host) = &self.broadcast_address {
+            b = b.broadcast_address(host.clone());
+        }
+        for addr in &self.lookupd_tcp_address {
+            b = b.lookupd_tcp_address(addr.clone());
+        }
+        if !self.auth_http_address.is_empty() {
+            b = b.auth_http_addresses(self.auth_http_address.clone());
+        }
+        let required = match self.tls_required.as_str() {
+            "false" | "0" | "f" | "F" | "FALSE" | "False" => TlsRequired::No,
+            "true" | "1" | "t" | "T" | "TRUE" | "True" => TlsRequired::Yes,
+            "tcp-https" => TlsRequired::TcpOnly,
+            other => {
+                return Err(format!(
+                    "invalid --tls-required {other:?} (true, false, tcp-https)"
+                ))
+            }
+        };
+        let client_auth = match self.tls_client_auth_policy.as_deref() {
+            None | Some("") => ClientAuth::None,
+            Some("require" | "require-verify") => ClientAuth::RequireVerify,
+            Some(other) => return Err(format!("invalid --tls-client-auth-policy {other:?}")),
+        };
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                let config =
+                    server_config(cert, key, self.tls_root_ca_file.as_deref(), client_auth)
+                        .map_err(|e| e.to_string())?;
+                b = b.tls(config);
+            }
+            (None, None) => {}
+            _ => return Err("--tls-cert and --tls-key must be given together".to_owned()),
+        }
+        Ok(b.tls_required(required))
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = match go_flag_syntax(std::env::args(), UNSUPPORTED) {
+        Ok(args) => Args::parse_from(args),
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.version {
+        #[allow(clippy::print_stdout)] // --version prints to stdout, as nsqd does
+        {
+            println!(
+                "nsqd v{} (nsq-server-lite {})",
+                nsq_proto::NSQD_VERSION,
+                env!("CARGO_PKG_VERSION")
+            );
+        }
+        return ExitCode::SUCCESS;
+    }
+    init_logging(args.log_level);
+    let nsqd = match args.builder() {
+        Ok(builder) => builder.start().await.map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    let nsqd = match nsqd {
+        Ok(nsqd) => nsqd,
+        Err(err) => {
+            eprintln!("FATAL: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    announce_and_wait(nsqd.tcp_addr(), nsqd.http_addr()).await;
+    nsqd.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(list: &[&str]) -> Result<Args, String> {
+        let args = go_flag_syntax(list.iter().map(|s| s.to_string()), UNSUPPORTED)?;
+        Args::try_parse_from(args).map_err(|e| e.to_string())
+    }
+
+    #[tokio::test]
+    async fn nsqd_flags_in_go_syntax() {
+        let args = parse(&[
+            "nsqd",
+            "-tcp-address=127.0.0.1:0",
+            "--http-address",
+            "127.0.0.1:0",
+            "-lookupd-tcp-address=a:4160",
+            "-lookupd-tcp-address=b:4160",
+            "-msg-timeout=2s",
+            "-max-rdy-count=10",
+            "-snappy=false",
+            "-deflate",
+            "-tls-required=tcp-https",
+        ])
+        .unwrap();
+        assert_eq!(args.lookupd_tcp_address, ["a:4160", "b:4160"]);
+        assert_eq!(args.msg_timeout, Duration::from_secs(2));
+        assert_eq!(args.max_rdy_count, 10);
+        assert!(!args.snappy);
+        assert!(args.deflate);
+        // TLS required without TLS files is refused before anything listens.
+        let err = args.builder().unwrap().start().await.unwrap_err();
+        assert!(err.to_string().contains("TLS"), "{err}");
+    }
+
+    #[test]
+    fn flags_of_missing_features_are_refused() {
+        for flag in [
+            "-data-path=/tmp/x",
+            "--statsd-address=h:1",
+            "-https-address=:1",
+        ] {
+            let err = parse(&["nsqd", flag]).map(|_| ()).unwrap_err();
+            assert!(err.contains("not supported"), "{flag}: {err}");
+        }
+        assert!(parse(&["nsqd", "--no-such-flag=1"]).is_err());
+        assert!(parse(&["nsqd", "-tls-required=maybe"])
+            .unwrap()
+            .builder()
+            .is_err());
+    }
+}
