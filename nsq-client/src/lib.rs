@@ -1,19 +1,30 @@
 //! An async NSQ client for tokio.
 //!
-//! The `Producer` (pipelined, acknowledged publishing with failover) and the
-//! `Consumer` (nsqlookupd discovery and RDY flow control across every nsqd) are
-//! not written yet. Until they are, this crate re-exports the wire protocol they
-//! are built on, so the name resolves to something real:
+//! [`Producer`] publishes to one nsqd: pipelined on one connection, every publish resolved by
+//! nsqd's own answer, bounded by a timeout and cancellable by dropping it.
 //!
 //! ```
-//! use nsq_client::proto::{Command, Topic};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let nsqd = nsq_server_lite::Nsqd::start().await?;
+//! use nsq_client::{proto::Topic, Producer, ProducerConfig};
 //!
-//! let publish = Command::Pub { topic: Topic::new("events")?, body: "hi".into() };
-//! assert_eq!(publish.verb().as_str(), "PUB");
-//! # Ok::<(), nsq_client::proto::NameError>(())
+//! let producer = Producer::new(nsqd.tcp_addr().to_string(), ProducerConfig::default())?;
+//! producer.publish(&Topic::new("events")?, "hello").await?;
+//! # Ok(())
+//! # }
 //! ```
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
+
+mod config;
+mod conn;
+mod error;
+mod producer;
+
+pub use config::{Compression, ConnectionConfig, TlsConfig};
+pub use error::{ConfigError, ConnectError, PublishError, PublishErrorKind};
+pub use producer::{Producer, ProducerConfig};
 
 /// The NSQ wire protocol ([`nsq_proto`]).
 pub use nsq_proto as proto;

@@ -160,9 +160,11 @@ impl Channel {
         let mut count = 0;
         for (msg, defer) in msgs {
             count += 1;
-            if st.queue.len() + st.deferred.len() >= self.limits.mem_queue_size {
-                // Only ephemeral channels get here: the topic checked `room` for the others.
-                tracing::debug!(topic = %self.topic, channel = %self.name, "queue full, message dropped");
+            if self.ephemeral && st.queue.len() + st.deferred.len() >= self.limits.mem_queue_size {
+                // nsqd drops what does not fit in an ephemeral channel's memory queue. Other
+                // channels never drop: publishes are refused before the bound instead
+                // (`Topic::put` checks `room`), and what the topic held for them is bounded.
+                tracing::debug!(topic = %self.topic, channel = %self.name, "ephemeral queue full, message dropped");
                 continue;
             }
             if defer.is_zero() {

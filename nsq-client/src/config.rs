@@ -1,0 +1,265 @@
+//! What a connection to nsqd is configured with: identity, heartbeats, buffering, TLS,
+//! compression and AUTH. Defaults are go-nsq's (`config.go`).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use nsq_proto::Compression;
+
+/// TLS for connections to nsqd: a rustls client configuration (roots, client certificate)
+/// and the name to verify, when it is not the host connected to.
+///
+/// ```
+/// use std::sync::Arc;
+/// let mut roots = rustls::RootCertStore::empty();
+/// # let _ = &mut roots;
+/// let provider = Arc::new(rustls::crypto::ring::default_provider());
+/// let config = rustls::ClientConfig::builder_with_provider(provider)
+///     .with_safe_default_protocol_versions()?
+///     .with_root_certificates(roots)
+///     .with_no_client_auth();
+/// let tls = nsq_client::TlsConfig::new(Arc::new(config)).server_name("nsqd.internal");
+/// # let _ = tls;
+/// # Ok::<(), rustls::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct TlsConfig {
+    pub(crate) config: Arc<rustls::ClientConfig>,
+    pub(crate) server_name: Option<String>,
+}
+
+impl TlsConfig {
+    /// TLS with this rustls configuration; certificates are verified as it says (on, unless
+    /// the configuration was built to skip it).
+    pub fn new(config: Arc<rustls::ClientConfig>) -> Self {
+        Self {
+            config,
+            server_name: None,
+        }
+    }
+
+    /// The name to verify the certificate against (default: the host connected to).
+    pub fn server_name(mut self, name: impl Into<String>) -> Self {
+        self.server_name = Some(name.into());
+        self
+    }
+}
+
+impl fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A connection's settings, sent to nsqd in IDENTIFY and used for the upgrades after it.
+///
+/// ```
+/// use std::time::Duration;
+/// use nsq_client::{Compression, ConnectionConfig};
+///
+/// let config = ConnectionConfig::default()
+///     .client_id("billing-7")
+///     .heartbeat_interval(Duration::from_secs(10))
+///     .compression(Compression::Snappy);
+/// assert_eq!(config.heartbeat_interval_value(), Duration::from_secs(10));
+/// ```
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct ConnectionConfig {
+    pub(crate) client_id: String,
+    pub(crate) hostname: String,
+    pub(crate) user_agent: String,
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) msg_timeout: Option<Duration>,
+    pub(crate) output_buffer: Option<(u32, Duration)>,
+    pub(crate) sample_rate: u8,
+    pub(crate) tls: Option<TlsConfig>,
+    pub(crate) compression: Compression,
+    pub(crate) auth_secret: Option<String>,
+    pub(crate) dial_timeout: Duration,
+    pub(crate) write_timeout: Duration,
+    pub(crate) max_frame_size: usize,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        let hostname = hostname();
+        Self {
+            client_id: hostname.split('.').next().unwrap_or_default().to_owned(),
+            hostname,
+            user_agent: format!("nsq-client/{}", env!("CARGO_PKG_VERSION")),
+            heartbeat_interval: Duration::from_secs(30),
+            msg_timeout: None,
+            output_buffer: Some((16 * 1024, Duration::from_millis(250))),
+            sample_rate: 0,
+            tls: None,
+            compression: Compression::None,
+            auth_secret: None,
+            dial_timeout: Duration::from_secs(1),
+            write_timeout: Duration::from_secs(1),
+            max_frame_size: 5 * 1024 * 1024 + 1024,
+        }
+    }
+}
+
+impl fmt::Debug for ConnectionConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionConfig")
+            .field("client_id", &self.client_id)
+            .field("hostname", &self.hostname)
+            .field("user_agent", &self.user_agent)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("msg_timeout", &self.msg_timeout)
+            .field("output_buffer", &self.output_buffer)
+            .field("sample_rate", &self.sample_rate)
+            .field("tls", &self.tls)
+            .field("compression", &self.compression)
+            .field(
+                "auth_secret",
+                &self.auth_secret.as_ref().map(|_| "<secret>"),
+            )
+            .field("dial_timeout", &self.dial_timeout)
+            .field("write_timeout", &self.write_timeout)
+            .finish()
+    }
+}
+
+impl ConnectionConfig {
+    /// IDENTIFY `client_id` (default: the short host name).
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        self.client_id = id.into();
+        self
+    }
+
+    /// IDENTIFY `hostname` (default: the host name).
+    pub fn hostname(mut self, hostname: impl Into<String>) -> Self {
+        self.hostname = hostname.into();
+        self
+    }
+
+    /// IDENTIFY `user_agent` (default `nsq-client/<version>`).
+    pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
+        self.user_agent = user_agent.into();
+        self
+    }
+
+    /// How often nsqd sends heartbeats (default 30 s); the connection is considered dead
+    /// after two intervals without a byte from nsqd.
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.heartbeat_interval = interval;
+        self
+    }
+
+    /// The heartbeat interval in force.
+    pub fn heartbeat_interval_value(&self) -> Duration {
+        self.heartbeat_interval
+    }
+
+    /// The in-flight timeout nsqd applies to this connection's messages (default: nsqd's).
+    pub fn msg_timeout(mut self, timeout: Duration) -> Self {
+        self.msg_timeout = Some(timeout);
+        self
+    }
+
+    /// nsqd's output buffering for this connection: `Some((bytes, timeout))`, or `None` to
+    /// have every message flushed at once (default 16 KiB, 250 ms, as go-nsq).
+    pub fn output_buffer(mut self, buffer: Option<(u32, Duration)>) -> Self {
+        self.output_buffer = buffer;
+        self
+    }
+
+    /// Deliver only this percentage (1–99) of the channel's messages; 0 is all (default).
+    pub fn sample_rate(mut self, percent: u8) -> Self {
+        self.sample_rate = percent;
+        self
+    }
+
+    /// Upgrade to TLS after IDENTIFY.
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Compress the stream with snappy or deflate after IDENTIFY (default none).
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+
+    /// The secret sent with AUTH when nsqd requires it.
+    pub fn auth_secret(mut self, secret: impl Into<String>) -> Self {
+        self.auth_secret = Some(secret.into());
+        self
+    }
+
+    /// How long connecting and the handshake may take (default 1 s, as go-nsq's DialTimeout).
+    pub fn dial_timeout(mut self, timeout: Duration) -> Self {
+        self.dial_timeout = timeout;
+        self
+    }
+
+    /// How long one write to nsqd may take before the connection is considered dead
+    /// (default 1 s, as go-nsq).
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout;
+        self
+    }
+
+    /// Checks the values against the ranges nsqd accepts.
+    pub(crate) fn validate(&self) -> Result<(), crate::ConfigError> {
+        let bad = |what: &str, why: &str| Err(crate::ConfigError::new(format!("{what} {why}")));
+        if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&self.heartbeat_interval) {
+            return bad("heartbeat_interval", "must be between 1 s and 60 s");
+        }
+        if self.sample_rate > 99 {
+            return bad("sample_rate", "must be between 0 and 99");
+        }
+        if let Some((size, timeout)) = self.output_buffer {
+            if size < 64 || timeout < Duration::from_millis(25) {
+                return bad("output_buffer", "needs at least 64 bytes and 25 ms");
+            }
+        }
+        if let Compression::Deflate { level } = self.compression {
+            if !(1..=9).contains(&level) {
+                return bad("deflate level", "must be between 1 and 9");
+            }
+        }
+        if self.dial_timeout.is_zero() || self.write_timeout.is_zero() {
+            return bad("dial_timeout and write_timeout", "must be above zero");
+        }
+        Ok(())
+    }
+
+    pub(crate) fn identify(&self) -> nsq_proto::Identify {
+        let mut identify =
+            nsq_proto::Identify::new(&self.client_id, &self.hostname, &self.user_agent)
+                .with_heartbeat_interval(Some(self.heartbeat_interval))
+                .with_output_buffer(self.output_buffer);
+        if let Some(timeout) = self.msg_timeout {
+            identify = identify.with_msg_timeout(timeout);
+        }
+        identify.tls_v1 = self.tls.is_some();
+        match self.compression {
+            Compression::None => {}
+            Compression::Snappy => identify.snappy = true,
+            Compression::Deflate { level } => {
+                identify.deflate = true;
+                identify.deflate_level = i64::from(level);
+            }
+        }
+        identify.sample_rate = i64::from(self.sample_rate);
+        identify
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_owned())
+}

@@ -1,0 +1,226 @@
+//! Opening a connection to nsqd: magic, IDENTIFY, the upgrades in go-nsq's order (TLS, then
+//! snappy or deflate, each confirmed by `OK`), then AUTH when nsqd requires it.
+
+use futures::{SinkExt, StreamExt};
+use nsq_proto::stream::{tls_connect, DeflateStream, Rewind, SnappyStream};
+use nsq_proto::{
+    AuthResponse, ClientCodec, Command, Compression, Frame, IdentifyResponse, Response, MAGIC_V2,
+};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::{Framed, FramedParts};
+
+use crate::config::ConnectionConfig;
+use crate::error::ConnectError;
+
+/// Any stream a connection runs on, before or after its upgrades.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+pub(crate) type Transport = Box<dyn Io>;
+
+/// An open, identified connection.
+pub(crate) struct Connected {
+    pub(crate) framed: Framed<Transport, ClientCodec>,
+    /// nsqd's answer to IDENTIFY.
+    pub(crate) identify: IdentifyResponse,
+    /// nsqd's answer to AUTH, when it asked for it.
+    #[allow(dead_code)] // kept for the consumer's stats
+    pub(crate) auth: Option<AuthResponse>,
+}
+
+impl std::fmt::Debug for Connected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connected")
+            .field("identify", &self.identify)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Connects to `addr` and runs the handshake, all within the dial timeout.
+pub(crate) async fn connect(
+    addr: &str,
+    config: &ConnectionConfig,
+) -> Result<Connected, ConnectError> {
+    match tokio::time::timeout(config.dial_timeout, handshake(addr, config)).await {
+        Ok(result) => result,
+        Err(_) => Err(ConnectError::Timeout {
+            addr: addr.to_owned(),
+            after: config.dial_timeout,
+        }),
+    }
+}
+
+async fn handshake(addr: &str, config: &ConnectionConfig) -> Result<Connected, ConnectError> {
+    let io_error = |source| ConnectError::Io {
+        addr: addr.to_owned(),
+        source,
+    };
+    let mut tcp = TcpStream::connect(addr).await.map_err(io_error)?;
+    let _ = tcp.set_nodelay(true);
+    tcp.write_all(&MAGIC_V2).await.map_err(io_error)?;
+    let codec = ClientCodec::new().with_max_frame_size(config.max_frame_size);
+    let mut framed = Framed::new(Box::new(tcp) as Transport, codec.clone());
+    framed
+        .send(Command::Identify(Box::new(config.identify())))
+        .await
+        .map_err(|e| ConnectError::protocol(addr, e))?;
+    let data = response(&mut framed, addr).await?;
+    let identify = IdentifyResponse::parse(&data)
+        .map_err(|e| ConnectError::protocol(addr, e.into()))?
+        .ok_or_else(|| ConnectError::FeatureRefused {
+            addr: addr.to_owned(),
+            feature: "feature negotiation",
+        })?;
+    tracing::debug!(addr, ?identify, "identified");
+
+    if let Some(tls) = &config.tls {
+        if !identify.tls_v1 {
+            return Err(ConnectError::FeatureRefused {
+                addr: addr.to_owned(),
+                feature: "TLS",
+            });
+        }
+        let host = match &tls.server_name {
+            Some(name) => name.clone(),
+            None => host_of(addr).to_owned(),
+        };
+        let name = ServerName::try_from(host.clone())
+            .map_err(|_| ConnectError::ServerName { name: host })?;
+        let io = rewound(framed);
+        let stream = tls_connect(tls.config.clone(), name, io)
+            .await
+            .map_err(io_error)?;
+        framed = Framed::new(Box::new(stream) as Transport, codec.clone());
+        expect_ok(&mut framed, addr).await?;
+    }
+    match config.compression {
+        Compression::None => {}
+        Compression::Snappy => {
+            if !identify.snappy {
+                return Err(refused(addr, "snappy"));
+            }
+            framed = Framed::new(
+                Box::new(SnappyStream::new(rewound(framed))) as Transport,
+                codec.clone(),
+            );
+            expect_ok(&mut framed, addr).await?;
+        }
+        Compression::Deflate { level } => {
+            if !identify.deflate {
+                return Err(refused(addr, "deflate"));
+            }
+            let level = u32::try_from(identify.deflate_level).unwrap_or(level);
+            let stream = DeflateStream::with_level(rewound(framed), level).map_err(io_error)?;
+            framed = Framed::new(Box::new(stream) as Transport, codec.clone());
+            expect_ok(&mut framed, addr).await?;
+        }
+    }
+
+    let mut auth = None;
+    if identify.auth_required {
+        let secret = config
+            .auth_secret
+            .clone()
+            .ok_or_else(|| ConnectError::AuthRequired {
+                addr: addr.to_owned(),
+            })?;
+        framed
+            .send(Command::Auth(secret.into()))
+            .await
+            .map_err(|e| ConnectError::protocol(addr, e))?;
+        let data = response(&mut framed, addr).await?;
+        let reply: AuthResponse =
+            serde_json::from_slice(&data).map_err(|e| ConnectError::protocol(addr, e.into()))?;
+        tracing::debug!(addr, identity = %reply.identity, "authenticated");
+        auth = Some(reply);
+    } else if config.auth_secret.is_some() {
+        tracing::debug!(addr, "nsqd does not require AUTH; the secret is not sent");
+    }
+    Ok(Connected {
+        framed,
+        identify,
+        auth,
+    })
+}
+
+fn refused(addr: &str, feature: &'static str) -> ConnectError {
+    ConnectError::FeatureRefused {
+        addr: addr.to_owned(),
+        feature,
+    }
+}
+
+/// The stream under `framed`, with what it had already read put back in front.
+fn rewound(framed: Framed<Transport, ClientCodec>) -> Transport {
+    let FramedParts { io, read_buf, .. } = framed.into_parts();
+    if read_buf.is_empty() {
+        io
+    } else {
+        Box::new(Rewind::with_prefix(io, read_buf.freeze()))
+    }
+}
+
+/// The host part of `host:port` (brackets removed from an IPv6 literal).
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// The data of the next response frame, answering heartbeats on the way.
+async fn response(
+    framed: &mut Framed<Transport, ClientCodec>,
+    addr: &str,
+) -> Result<bytes::Bytes, ConnectError> {
+    loop {
+        let frame = framed
+            .next()
+            .await
+            .ok_or_else(|| ConnectError::Io {
+                addr: addr.to_owned(),
+                source: std::io::ErrorKind::UnexpectedEof.into(),
+            })?
+            .map_err(|e| ConnectError::protocol(addr, e))?;
+        match frame {
+            Frame::Response(Response::Heartbeat) => framed
+                .send(Command::Nop)
+                .await
+                .map_err(|e| ConnectError::protocol(addr, e))?,
+            Frame::Response(Response::Data(data)) => return Ok(data),
+            Frame::Response(other) => return Ok(bytes::Bytes::copy_from_slice(other.as_bytes())),
+            Frame::Error(error) => {
+                return Err(ConnectError::Refused {
+                    addr: addr.to_owned(),
+                    error,
+                })
+            }
+            Frame::Message(_) => {
+                return Err(ConnectError::Io {
+                    addr: addr.to_owned(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "message frame before SUB",
+                    ),
+                })
+            }
+        }
+    }
+}
+
+async fn expect_ok(
+    framed: &mut Framed<Transport, ClientCodec>,
+    addr: &str,
+) -> Result<(), ConnectError> {
+    let data = response(framed, addr).await?;
+    if &data[..] == b"OK" {
+        Ok(())
+    } else {
+        Err(ConnectError::Io {
+            addr: addr.to_owned(),
+            source: std::io::Error::other(format!(
+                "expected OK after an upgrade, got {:?}",
+                String::from_utf8_lossy(&data)
+            )),
+        })
+    }
+}

@@ -1,0 +1,669 @@
+//! Publishing to one nsqd: pipelined, every publish answered by nsqd's own reply.
+//!
+//! One task per producer owns the connection. Callers queue requests to it; it writes every
+//! request it has at hand in one write (so one connection is not bound by round trips), and
+//! remembers each in order. nsqd answers commands in order, so a reader task matches each
+//! `OK` or `E_*` to the oldest request. A request whose caller has gone (timed out or dropped)
+//! before it was written is never sent; one already written has its answer read and dropped,
+//! so the connection stays in step.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use nsq_proto::{ClientCodec, Command, Frame, Response, Topic};
+use tokio::io::{AsyncWriteExt, WriteHalf};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::time::Instant;
+use tokio_util::codec::{Encoder, FramedRead};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::config::ConnectionConfig;
+use crate::conn::{self, Transport};
+use crate::error::{ConfigError, PublishError, PublishErrorKind};
+
+/// The answer the connection task gives a request: `Ok`, or what went wrong and the command
+/// back (so its bodies can be returned to the caller).
+type Answer = Result<(), (PublishErrorKind, Command)>;
+
+struct Request {
+    cmd: Command,
+    respond: oneshot::Sender<Answer>,
+}
+
+/// How a producer behaves beyond its connection settings.
+///
+/// ```
+/// use std::time::Duration;
+/// use nsq_client::{ConnectionConfig, ProducerConfig};
+///
+/// let config = ProducerConfig::default()
+///     .publish_timeout(Duration::from_secs(2))
+///     .connection(ConnectionConfig::default().client_id("orders-api"));
+/// # let _ = config;
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ProducerConfig {
+    pub(crate) connection: ConnectionConfig,
+    pub(crate) publish_timeout: Option<Duration>,
+    pub(crate) queue: usize,
+    pub(crate) backoff_min: Duration,
+    pub(crate) backoff_max: Duration,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        Self {
+            connection: ConnectionConfig::default(),
+            publish_timeout: Some(Duration::from_secs(10)),
+            queue: 4096,
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(5),
+        }
+    }
+}
+
+impl ProducerConfig {
+    /// The connection's settings (identity, TLS, compression, AUTH...).
+    pub fn connection(mut self, connection: ConnectionConfig) -> Self {
+        self.connection = connection;
+        self
+    }
+
+    /// How long a publish may wait for nsqd's answer, connecting included (default 10 s);
+    /// `None` waits as long as the connection lives.
+    pub fn publish_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.publish_timeout = timeout;
+        self
+    }
+
+    /// How many publishes may wait for the connection task before callers wait to queue
+    /// (default 4096).
+    pub fn queue(mut self, requests: usize) -> Self {
+        self.queue = requests;
+        self
+    }
+
+    /// The wait before reconnecting after a failed connection: from `min`, doubling per
+    /// failure up to `max`, with jitter (default 50 ms to 5 s).
+    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.backoff_min = min;
+        self.backoff_max = max;
+        self
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.connection.validate()?;
+        if self.queue == 0 {
+            return Err(ConfigError::new("queue must hold at least one request"));
+        }
+        if self.backoff_min.is_zero() || self.backoff_min > self.backoff_max {
+            return Err(ConfigError::new("reconnect_backoff needs 0 < min <= max"));
+        }
+        if self.publish_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(ConfigError::new("publish_timeout must be above zero"));
+        }
+        Ok(())
+    }
+}
+
+/// Publishes to one nsqd. Cheap to clone; every clone shares one connection.
+///
+/// The connection is opened by the first call that needs it and reopened (with backoff)
+/// after a failure. A publish resolves when nsqd answered it: `Ok` means nsqd said `OK` for
+/// exactly that publish. A publish in flight when the connection fails gets an error and is
+/// never reported `OK`.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let nsqd = nsq_server_lite::Nsqd::start().await?;
+/// # let addr = nsqd.tcp_addr().to_string();
+/// use nsq_client::{Producer, ProducerConfig};
+/// use nsq_client::proto::Topic;
+///
+/// let producer = Producer::new(addr, ProducerConfig::default())?;
+/// let topic = Topic::new("orders")?;
+/// producer.publish(&topic, "order 1").await?;
+/// producer.multi_publish(&topic, vec!["order 2".into(), "order 3".into()]).await?;
+/// producer.deferred_publish(&topic, std::time::Duration::from_secs(5), "later").await?;
+/// producer.close().await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Producer {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    addr: String,
+    config: ProducerConfig,
+    tx: OnceLock<mpsc::Sender<Request>>,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The last handle is gone: the connection task finishes what it holds and stops.
+        self.cancel.cancel();
+    }
+}
+
+impl Producer {
+    /// A producer for the nsqd at `addr` (`host:port`, its TCP port). Nothing connects until
+    /// the first publish or [`ping`](Self::ping); a tokio runtime must be running then.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when a setting is out of nsqd's ranges.
+    pub fn new(addr: impl Into<String>, config: ProducerConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                addr: addr.into(),
+                config,
+                tx: OnceLock::new(),
+                cancel: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+            }),
+        })
+    }
+
+    /// The nsqd address this producer publishes to.
+    pub fn addr(&self) -> &str {
+        &self.shared.addr
+    }
+
+    fn sender(&self) -> &mpsc::Sender<Request> {
+        self.shared.tx.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(self.shared.config.queue);
+            let task = ConnTask {
+                addr: self.shared.addr.clone(),
+                config: self.shared.config.clone(),
+                rx,
+                cancel: self.shared.cancel.clone(),
+            };
+            let span = tracing::info_span!("nsq_producer", addr = %self.shared.addr);
+            self.shared.tasks.spawn(task.run().instrument(span));
+            self.shared.tasks.close();
+            tx
+        })
+    }
+
+    /// Publishes one message; resolves when nsqd answered.
+    ///
+    /// # Errors
+    ///
+    /// [`PublishError`], with the body handed back.
+    pub async fn publish(&self, topic: &Topic, body: impl Into<Bytes>) -> Result<(), PublishError> {
+        let body = body.into();
+        if body.is_empty() {
+            return Err(self.invalid("empty message body", vec![body]));
+        }
+        self.request(Command::Pub {
+            topic: topic.clone(),
+            body,
+        })
+        .await
+    }
+
+    /// Publishes several messages atomically (MPUB): nsqd takes all or none.
+    ///
+    /// # Errors
+    ///
+    /// [`PublishError`], with the bodies handed back.
+    pub async fn multi_publish(
+        &self,
+        topic: &Topic,
+        bodies: Vec<Bytes>,
+    ) -> Result<(), PublishError> {
+        if bodies.is_empty() || bodies.iter().any(Bytes::is_empty) {
+            return Err(self.invalid("MPUB needs at least one message and no empty body", bodies));
+        }
+        self.request(Command::Mpub {
+            topic: topic.clone(),
+            bodies,
+        })
+        .await
+    }
+
+    /// Publishes one message that nsqd delivers after `delay` (DPUB).
+    ///
+    /// # Errors
+    ///
+    /// [`PublishError`], with the body handed back.
+    pub async fn deferred_publish(
+        &self,
+        topic: &Topic,
+        delay: Duration,
+        body: impl Into<Bytes>,
+    ) -> Result<(), PublishError> {
+        let body = body.into();
+        if body.is_empty() {
+            return Err(self.invalid("empty message body", vec![body]));
+        }
+        self.request(Command::Dpub {
+            topic: topic.clone(),
+            delay,
+            body,
+        })
+        .await
+    }
+
+    /// Connects if needed and checks the connection with a NOP.
+    ///
+    /// # Errors
+    ///
+    /// [`PublishError`] (with no bodies) when nsqd cannot be reached.
+    pub async fn ping(&self) -> Result<(), PublishError> {
+        self.request(Command::Nop).await
+    }
+
+    /// Stops taking publishes, lets those already queued finish (each within its timeout),
+    /// and closes the connection.
+    pub async fn close(&self) {
+        self.shared.cancel.cancel();
+        self.shared.tasks.close();
+        self.shared.tasks.wait().await;
+    }
+
+    fn invalid(&self, why: &str, bodies: Vec<Bytes>) -> PublishError {
+        PublishError::new(
+            PublishErrorKind::Invalid(why.to_owned()),
+            &self.shared.addr,
+            bodies,
+        )
+    }
+
+    async fn request(&self, cmd: Command) -> Result<(), PublishError> {
+        let addr = &self.shared.addr;
+        if self.shared.cancel.is_cancelled() {
+            return Err(PublishError::new(
+                PublishErrorKind::Closed,
+                addr,
+                bodies_of(cmd),
+            ));
+        }
+        let (respond, answer) = oneshot::channel();
+        let timeout = self.shared.config.publish_timeout;
+        let send = self.sender().send(Request { cmd, respond });
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let queued = match deadline {
+            Some(at) => match tokio::time::timeout_at(at, send).await {
+                Ok(queued) => queued,
+                Err(_) => {
+                    // The queue stayed full until the deadline; nothing was sent.
+                    let after = timeout.unwrap_or_default();
+                    return Err(PublishError::new(
+                        PublishErrorKind::Timeout(after),
+                        addr,
+                        Vec::new(),
+                    ));
+                }
+            },
+            None => send.await,
+        };
+        if let Err(mpsc::error::SendError(request)) = queued {
+            return Err(PublishError::new(
+                PublishErrorKind::Closed,
+                addr,
+                bodies_of(request.cmd),
+            ));
+        }
+        let answer = match deadline {
+            Some(at) => match tokio::time::timeout_at(at, answer).await {
+                Ok(answer) => answer,
+                Err(_) => {
+                    let after = timeout.unwrap_or_default();
+                    return Err(PublishError::new(
+                        PublishErrorKind::Timeout(after),
+                        addr,
+                        Vec::new(),
+                    ));
+                }
+            },
+            None => answer.await,
+        };
+        match answer {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err((kind, cmd))) => Err(PublishError::new(kind, addr, bodies_of(cmd))),
+            Err(_) => Err(PublishError::new(
+                PublishErrorKind::Disconnected,
+                addr,
+                Vec::new(),
+            )),
+        }
+    }
+}
+
+fn bodies_of(cmd: Command) -> Vec<Bytes> {
+    match cmd {
+        Command::Pub { body, .. } | Command::Dpub { body, .. } => vec![body],
+        Command::Mpub { bodies, .. } => bodies,
+        _ => Vec::new(),
+    }
+}
+
+/// The task that owns the connection.
+struct ConnTask {
+    addr: String,
+    config: ProducerConfig,
+    rx: mpsc::Receiver<Request>,
+    cancel: CancellationToken,
+}
+
+/// A written request waiting for its answer.
+struct Pending {
+    cmd: Command,
+    respond: oneshot::Sender<Answer>,
+}
+
+impl ConnTask {
+    async fn run(mut self) {
+        let mut failures = 0u32;
+        loop {
+            // Connect only when there is something to send.
+            // Queued requests go first (`biased`), so closing lets them finish.
+            let first = tokio::select! {
+                biased;
+                request = self.rx.recv() => match request {
+                    Some(request) => request,
+                    None => return,
+                },
+                _ = self.cancel.cancelled() => return,
+            };
+            if first.respond.is_closed() {
+                continue;
+            }
+            match conn::connect(&self.addr, &self.config.connection).await {
+                Ok(connected) => {
+                    failures = 0;
+                    tracing::info!(
+                        max_rdy_count = connected.identify.max_rdy_count,
+                        "connected"
+                    );
+                    let lost = self.serve(connected, first).await;
+                    if let Err(why) = lost {
+                        tracing::warn!(%why, "connection lost");
+                    } else {
+                        return;
+                    }
+                }
+                Err(err) => {
+                    failures += 1;
+                    tracing::warn!(error = %err, failures, "cannot connect");
+                    let why = err.to_string();
+                    fail(first, PublishErrorKind::Connect(why.clone()));
+                    // Everything already queued would wait for the same nsqd: fail it now,
+                    // so callers can go elsewhere.
+                    while let Ok(request) = self.rx.try_recv() {
+                        fail(request, PublishErrorKind::Connect(why.clone()));
+                    }
+                    if self.backoff(failures).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits out the reconnect backoff; `Err` when the producer closes meanwhile.
+    async fn backoff(&self, failures: u32) -> Result<(), ()> {
+        let min = self.config.backoff_min;
+        let exp = min.saturating_mul(1u32 << failures.min(16).saturating_sub(1));
+        let wait = exp.min(self.config.backoff_max);
+        // Up to 25 % jitter, so that many producers do not reconnect in step.
+        let jitter = wait.mul_f64(fastrand::f64() * 0.25);
+        tokio::select! {
+            _ = tokio::time::sleep(wait + jitter) => Ok(()),
+            _ = self.cancel.cancelled() => Err(()),
+        }
+    }
+
+    /// Runs one connection. `Ok` when the producer closed cleanly, `Err` when the connection
+    /// failed (every request it held has been answered with an error).
+    async fn serve(&mut self, connected: conn::Connected, first: Request) -> Result<(), String> {
+        let parts = connected.framed.into_parts();
+        let codec = parts.codec;
+        let (read_half, mut write_half) = tokio::io::split(parts.io);
+        let mut reader = FramedRead::new(read_half, codec);
+        *reader.read_buffer_mut() = parts.read_buf;
+
+        let (pending_tx, pending_rx) = mpsc::unbounded_channel::<Pending>();
+        let heartbeat = Arc::new(Notify::new());
+        let reader_stop = CancellationToken::new();
+        let read_deadline = self.config.connection.heartbeat_interval * 2;
+        let reader_task = tokio::spawn(
+            read_answers(
+                reader,
+                pending_rx,
+                heartbeat.clone(),
+                reader_stop.clone(),
+                read_deadline,
+            )
+            .in_current_span(),
+        );
+        let mut reader_task = std::pin::pin!(reader_task);
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        let mut next = Some(first);
+        let mut closing = false;
+        let result: Result<(), String> = loop {
+            if let Some(request) = next.take() {
+                // Coalesce every request at hand into one write.
+                let mut batch = vec![request];
+                while batch.len() < 1024 {
+                    match self.rx.try_recv() {
+                        Ok(request) => batch.push(request),
+                        Err(_) => break,
+                    }
+                }
+                if let Err(why) = self
+                    .write_batch(batch, &mut buf, &mut write_half, &pending_tx)
+                    .await
+                {
+                    break Err(why);
+                }
+                continue;
+            }
+            if closing && self.rx.is_empty() {
+                break Ok(());
+            }
+            tokio::select! {
+                biased;
+                ended = &mut reader_task => {
+                    break Err(match ended {
+                        Ok(why) => why,
+                        Err(e) => format!("reader task failed: {e}"),
+                    });
+                }
+                _ = heartbeat.notified() => {
+                    buf.clear();
+                    if let Err(why) = self.write_command(&Command::Nop, &mut buf, &mut write_half).await {
+                        break Err(why);
+                    }
+                }
+                request = self.rx.recv(), if !closing => match request {
+                    Some(request) => next = Some(request),
+                    None => closing = true,
+                },
+                _ = self.cancel.cancelled(), if !closing => closing = true,
+            }
+        };
+        // Let the reader collect the answers to what was written (bounded by the timeout),
+        // then stop it; whatever is left is answered `Disconnected` with its bodies.
+        drop(pending_tx);
+        if result.is_ok() {
+            let wait = self
+                .config
+                .publish_timeout
+                .unwrap_or(Duration::from_secs(10));
+            let _ = tokio::time::timeout(wait, &mut reader_task).await;
+        }
+        reader_stop.cancel();
+        let _ = reader_task.await;
+        let _ = write_half.shutdown().await;
+        result
+    }
+
+    async fn write_command(
+        &self,
+        cmd: &Command,
+        buf: &mut BytesMut,
+        write_half: &mut WriteHalf<Transport>,
+    ) -> Result<(), String> {
+        ClientCodec::new()
+            .encode(cmd, buf)
+            .map_err(|e| e.to_string())?;
+        self.flush(buf, write_half).await
+    }
+
+    async fn flush(
+        &self,
+        buf: &mut BytesMut,
+        write_half: &mut WriteHalf<Transport>,
+    ) -> Result<(), String> {
+        let write = async {
+            write_half.write_all(buf).await?;
+            write_half.flush().await
+        };
+        match tokio::time::timeout(self.config.connection.write_timeout, write).await {
+            Ok(Ok(())) => {
+                buf.clear();
+                Ok(())
+            }
+            Ok(Err(e)) => Err(format!("write failed: {e}")),
+            Err(_) => Err(format!(
+                "write timed out after {:?}",
+                self.config.connection.write_timeout
+            )),
+        }
+    }
+
+    /// Encodes the batch (skipping requests whose callers are gone), hands each to the reader
+    /// in order, and writes it all at once.
+    async fn write_batch(
+        &self,
+        batch: Vec<Request>,
+        buf: &mut BytesMut,
+        write_half: &mut WriteHalf<Transport>,
+        pending: &mpsc::UnboundedSender<Pending>,
+    ) -> Result<(), String> {
+        buf.clear();
+        let mut pings = Vec::new();
+        for Request { cmd, respond } in batch {
+            if respond.is_closed() {
+                // The caller timed out or dropped the publish before it was written.
+                continue;
+            }
+            if let Err(e) = ClientCodec::new().encode(&cmd, buf) {
+                let _ = respond.send(Err((PublishErrorKind::Invalid(e.to_string()), cmd)));
+                continue;
+            }
+            if matches!(cmd, Command::Nop) {
+                // NOP has no answer: a ping succeeds once it is written.
+                pings.push(respond);
+                continue;
+            }
+            if let Err(mpsc::error::SendError(p)) = pending.send(Pending { cmd, respond }) {
+                let _ = p.respond.send(Err((PublishErrorKind::Disconnected, p.cmd)));
+            }
+        }
+        if buf.is_empty() {
+            return Ok(());
+        }
+        self.flush(buf, write_half).await?;
+        for respond in pings {
+            let _ = respond.send(Ok(()));
+        }
+        Ok(())
+    }
+}
+
+fn fail(request: Request, kind: PublishErrorKind) {
+    let _ = request.respond.send(Err((kind, request.cmd)));
+}
+
+/// Reads nsqd's answers and matches each to the oldest written request. Returns why the
+/// connection ended; every request still waiting is answered `Disconnected`.
+async fn read_answers(
+    mut reader: FramedRead<tokio::io::ReadHalf<Transport>, ClientCodec>,
+    mut pending_rx: mpsc::UnboundedReceiver<Pending>,
+    heartbeat: Arc<Notify>,
+    stop: CancellationToken,
+    read_deadline: Duration,
+) -> String {
+    let mut waiting: VecDeque<Pending> = VecDeque::new();
+    let mut writer_open = true;
+    let mut last_read = Instant::now();
+    let why = loop {
+        if !writer_open && waiting.is_empty() {
+            // The writer is done and everything it wrote is answered.
+            break "closed".to_owned();
+        }
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break "closed".to_owned(),
+            p = pending_rx.recv(), if writer_open => match p {
+                Some(p) => waiting.push_back(p),
+                None => writer_open = false,
+            },
+            _ = tokio::time::sleep_until(last_read + read_deadline) => {
+                break format!("nothing from nsqd for {read_deadline:?}");
+            }
+            frame = reader.next() => {
+                last_read = Instant::now();
+                let answer = match frame {
+                    None => break "nsqd closed the connection".to_owned(),
+                    Some(Err(e)) => break format!("read failed: {e}"),
+                    Some(Ok(Frame::Response(Response::Heartbeat))) => {
+                        heartbeat.notify_one();
+                        continue;
+                    }
+                    Some(Ok(Frame::Response(_))) => Ok(()),
+                    Some(Ok(Frame::Error(e))) => Err(e),
+                    Some(Ok(Frame::Message(_))) => break "nsqd sent a message to a producer".to_owned(),
+                };
+                // The writer hands each request over before writing it, so its entry is
+                // in the channel by the time its answer can arrive.
+                while let Ok(p) = pending_rx.try_recv() {
+                    waiting.push_back(p);
+                }
+                let Some(p) = waiting.pop_front() else {
+                    break "an answer with no publish waiting for it".to_owned();
+                };
+                let fatal = answer.as_ref().err().is_some_and(|e| e.code.is_fatal());
+                let _ = p.respond.send(match answer {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err((PublishErrorKind::Server(e), p.cmd)),
+                });
+                if fatal {
+                    // nsqd closes the connection after a fatal error; nothing after it is answered.
+                    break "nsqd closed the connection after a fatal error".to_owned();
+                }
+            }
+        }
+    };
+    pending_rx.close();
+    while let Ok(p) = pending_rx.try_recv() {
+        waiting.push_back(p);
+    }
+    for p in waiting {
+        let _ = p.respond.send(Err((PublishErrorKind::Disconnected, p.cmd)));
+    }
+    why
+}
