@@ -20,10 +20,12 @@
 mod config;
 mod conn;
 mod error;
+mod pool;
 mod producer;
 
 pub use config::{Compression, ConnectionConfig, TlsConfig};
 pub use error::{ConfigError, ConnectError, PublishError, PublishErrorKind};
+pub use pool::{ProducerPool, Strategy};
 pub use producer::{Producer, ProducerConfig};
 
 /// The NSQ wire protocol ([`nsq_proto`]).

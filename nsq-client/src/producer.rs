@@ -97,7 +97,7 @@ impl ProducerConfig {
         self
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         self.connection.validate()?;
         if self.queue == 0 {
             return Err(ConfigError::new("queue must hold at least one request"));
@@ -459,6 +459,7 @@ impl ConnTask {
             .in_current_span(),
         );
         let mut reader_task = std::pin::pin!(reader_task);
+        let mut reader_ended = false;
         let mut buf = BytesMut::with_capacity(64 * 1024);
         let mut next = Some(first);
         let mut closing = false;
@@ -486,6 +487,7 @@ impl ConnTask {
             tokio::select! {
                 biased;
                 ended = &mut reader_task => {
+                    reader_ended = true;
                     break Err(match ended {
                         Ok(why) => why,
                         Err(e) => format!("reader task failed: {e}"),
@@ -507,15 +509,17 @@ impl ConnTask {
         // Let the reader collect the answers to what was written (bounded by the timeout),
         // then stop it; whatever is left is answered `Disconnected` with its bodies.
         drop(pending_tx);
-        if result.is_ok() {
+        if !reader_ended && result.is_ok() {
             let wait = self
                 .config
                 .publish_timeout
                 .unwrap_or(Duration::from_secs(10));
-            let _ = tokio::time::timeout(wait, &mut reader_task).await;
+            reader_ended = tokio::time::timeout(wait, &mut reader_task).await.is_ok();
         }
         reader_stop.cancel();
-        let _ = reader_task.await;
+        if !reader_ended {
+            let _ = reader_task.await;
+        }
         let _ = write_half.shutdown().await;
         result
     }

@@ -24,3 +24,27 @@ async fn publishes_are_answered_in_order_under_pipelining() {
     assert_eq!(nsqd.stats().topic("smoke").unwrap().message_count, 10_000);
     producer.close().await;
 }
+
+#[tokio::test]
+async fn pool_fails_over_when_a_broker_goes_away() {
+    use nsq_client::{ProducerPool, Strategy};
+    let a = nsq_server_lite::Nsqd::start().await.unwrap();
+    let b = nsq_server_lite::Nsqd::start().await.unwrap();
+    let pool = ProducerPool::new(
+        [a.tcp_addr().to_string(), b.tcp_addr().to_string()],
+        ProducerConfig::default(),
+        Strategy::RoundRobin,
+    )
+    .unwrap();
+    let topic = Topic::new("pool").unwrap();
+    for i in 0..100 {
+        pool.publish(&topic, format!("{i}")).await.unwrap();
+    }
+    a.shutdown().await;
+    for i in 100..200 {
+        pool.publish(&topic, format!("{i}")).await.unwrap();
+    }
+    let on_b = b.stats().topic("pool").unwrap().message_count;
+    assert!(on_b >= 150, "{on_b}");
+    pool.close().await;
+}

@@ -1,0 +1,382 @@
+//! Publishing to a set of nsqd with failover: a publish that fails in a way a retry can fix
+//! (connection lost, no answer, nsqd exiting) goes to the next node with its bodies handed
+//! back, so one nsqd's death does not fail publishes.
+//!
+//! A publish that was written before its connection died may have been taken by nsqd, so a
+//! retry elsewhere can deliver it twice. NSQ is at-least-once; consumers already handle
+//! duplicates (for example after a message timeout). What the pool never does is report a
+//! publish `OK` that no nsqd answered `OK`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use nsq_proto::lookup::{decode_response, is_v1_header, join_host_port, NodesResponse, ACCEPT_V1};
+use nsq_proto::Topic;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::error::{ConfigError, PublishError, PublishErrorKind};
+use crate::producer::{Producer, ProducerConfig};
+
+/// Which node a pool tries first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Strategy {
+    /// Each publish starts at the next node in turn (default).
+    #[default]
+    RoundRobin,
+    /// Every publish starts at the first healthy node in the order given; the others are
+    /// fallbacks.
+    PreferFirst,
+}
+
+/// A node, and until when it is skipped after a failure.
+#[derive(Debug)]
+struct Node {
+    producer: Producer,
+    down_until: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct PoolInner {
+    config: ProducerConfig,
+    strategy: Strategy,
+    /// Nodes in order (lookupd discovery sorts them, so `PreferFirst` is stable).
+    nodes: Mutex<Vec<(String, Node)>>,
+    next: AtomicUsize,
+    cooldown: Duration,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Drop for PoolInner {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Producers for several nsqd, with failover between them. Cheap to clone.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let a = nsq_server_lite::Nsqd::start().await?;
+/// # let b = nsq_server_lite::Nsqd::start().await?;
+/// use nsq_client::{proto::Topic, ProducerConfig, ProducerPool, Strategy};
+///
+/// let pool = ProducerPool::new(
+///     [a.tcp_addr().to_string(), b.tcp_addr().to_string()],
+///     ProducerConfig::default(),
+///     Strategy::RoundRobin,
+/// )?;
+/// let topic = Topic::new("orders")?;
+/// pool.publish(&topic, "order 1").await?; // goes to a, or to b if a is down
+/// pool.close().await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ProducerPool {
+    inner: Arc<PoolInner>,
+}
+
+impl ProducerPool {
+    /// A pool over a fixed list of nsqd TCP addresses.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when the list is empty or a setting is out of range.
+    pub fn new(
+        addrs: impl IntoIterator<Item = impl Into<String>>,
+        config: ProducerConfig,
+        strategy: Strategy,
+    ) -> Result<Self, ConfigError> {
+        let pool = Self::empty(config, strategy)?;
+        let addrs: Vec<String> = addrs.into_iter().map(Into::into).collect();
+        if addrs.is_empty() {
+            return Err(ConfigError::new("a producer pool needs at least one nsqd"));
+        }
+        pool.set_nodes(addrs)?;
+        Ok(pool)
+    }
+
+    /// A pool over every nsqd the given nsqlookupd know (their `/nodes`), asked again every
+    /// `poll_interval`: new nodes are added, vanished ones closed. The first answer is awaited,
+    /// so the pool has its nodes when this returns.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when no lookupd is given, a setting is out of range, or no lookupd
+    /// answered the first time.
+    pub async fn with_lookupd(
+        lookupd_http: impl IntoIterator<Item = impl Into<String>>,
+        config: ProducerConfig,
+        strategy: Strategy,
+        poll_interval: Duration,
+    ) -> Result<Self, ConfigError> {
+        let lookupds: Vec<String> = lookupd_http.into_iter().map(Into::into).collect();
+        if lookupds.is_empty() {
+            return Err(ConfigError::new(
+                "with_lookupd needs at least one nsqlookupd",
+            ));
+        }
+        if poll_interval.is_zero() {
+            return Err(ConfigError::new("poll_interval must be above zero"));
+        }
+        let pool = Self::empty(config, strategy)?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| ConfigError::new(format!("HTTP client: {e}")))?;
+        let first = discover(&http, &lookupds).await;
+        if first.is_empty() {
+            return Err(ConfigError::new(format!(
+                "no nsqd found through nsqlookupd {}",
+                lookupds.join(", ")
+            )));
+        }
+        pool.set_nodes(first)?;
+        let weak = Arc::downgrade(&pool.inner);
+        let cancel = pool.inner.cancel.clone();
+        pool.inner.tasks.spawn(async move {
+            let mut ticker =
+                tokio::time::interval_at(Instant::now() + poll_interval, poll_interval);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = ticker.tick() => {}
+                }
+                let found = discover(&http, &lookupds).await;
+                let Some(inner) = weak.upgrade() else { return };
+                if !found.is_empty() {
+                    let _ = (ProducerPool { inner }).set_nodes(found);
+                }
+            }
+        });
+        Ok(pool)
+    }
+
+    fn empty(config: ProducerConfig, strategy: Strategy) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let cooldown = config.backoff_min.max(Duration::from_millis(100));
+        Ok(Self {
+            inner: Arc::new(PoolInner {
+                config,
+                strategy,
+                nodes: Mutex::new(Vec::new()),
+                next: AtomicUsize::new(0),
+                cooldown,
+                cancel: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+            }),
+        })
+    }
+
+    fn nodes(&self) -> MutexGuard<'_, Vec<(String, Node)>> {
+        self.inner.nodes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the node set, keeping the producers (and connections) of nodes that stay.
+    fn set_nodes(&self, addrs: Vec<String>) -> Result<(), ConfigError> {
+        let mut nodes = self.nodes();
+        let mut old: BTreeMap<String, Node> = nodes.drain(..).collect();
+        for addr in addrs {
+            if nodes.iter().any(|(a, _)| *a == addr) {
+                continue;
+            }
+            let node = match old.remove(&addr) {
+                Some(node) => node,
+                None => Node {
+                    producer: Producer::new(addr.clone(), self.inner.config.clone())?,
+                    down_until: None,
+                },
+            };
+            nodes.push((addr, node));
+        }
+        for (addr, node) in old {
+            tracing::info!(%addr, "nsqd left the pool");
+            let producer = node.producer;
+            self.inner
+                .tasks
+                .spawn(async move { producer.close().await });
+        }
+        Ok(())
+    }
+
+    /// The nsqd addresses in the pool, in order.
+    pub fn addrs(&self) -> Vec<String> {
+        self.nodes().iter().map(|(a, _)| a.clone()).collect()
+    }
+
+    /// The order to try nodes in for one publish: healthy nodes first (by strategy), then
+    /// the ones cooling down after a failure, as a last resort.
+    fn plan(&self) -> Vec<Producer> {
+        let nodes = self.nodes();
+        let n = nodes.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let start = match self.inner.strategy {
+            Strategy::RoundRobin => self.inner.next.fetch_add(1, Ordering::Relaxed) % n,
+            Strategy::PreferFirst => 0,
+        };
+        let now = Instant::now();
+        let (mut healthy, mut cooling) = (Vec::with_capacity(n), Vec::new());
+        for k in 0..n {
+            let (_, node) = &nodes[(start + k) % n];
+            if node.down_until.is_some_and(|t| t > now) {
+                cooling.push(node.producer.clone());
+            } else {
+                healthy.push(node.producer.clone());
+            }
+        }
+        healthy.extend(cooling);
+        healthy
+    }
+
+    fn mark(&self, addr: &str, failed: bool) {
+        let mut nodes = self.nodes();
+        if let Some((_, node)) = nodes.iter_mut().find(|(a, _)| a == addr) {
+            node.down_until = failed.then(|| Instant::now() + self.inner.cooldown);
+        }
+    }
+
+    /// Tries `op` on each node of the plan until one succeeds or an error is not retriable.
+    async fn run<F, Fut>(&self, mut bodies: Vec<Bytes>, op: F) -> Result<(), PublishError>
+    where
+        F: Fn(Producer, Vec<Bytes>) -> Fut,
+        Fut: std::future::Future<Output = Result<(), PublishError>>,
+    {
+        let mut last = None;
+        for producer in self.plan() {
+            let addr = producer.addr().to_owned();
+            match op(producer, bodies).await {
+                Ok(()) => {
+                    self.mark(&addr, false);
+                    return Ok(());
+                }
+                Err(err) if err.is_retriable() => {
+                    tracing::warn!(%addr, error = %err, "publish failed; trying the next nsqd");
+                    self.mark(&addr, true);
+                    bodies = err.bodies().to_vec();
+                    if bodies.is_empty() {
+                        // A timeout keeps no bodies (the caller's future may still own them
+                        // in flight); nothing to retry with.
+                        return Err(err);
+                    }
+                    last = Some(err);
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            PublishError::new(
+                PublishErrorKind::Connect("no nsqd in the pool".to_owned()),
+                "",
+                bodies,
+            )
+        }))
+    }
+
+    /// Publishes one message to one of the nodes, failing over on retriable errors.
+    ///
+    /// # Errors
+    ///
+    /// The last node's [`PublishError`], with the body handed back.
+    pub async fn publish(&self, topic: &Topic, body: impl Into<Bytes>) -> Result<(), PublishError> {
+        self.run(vec![body.into()], |p, mut b| async move {
+            let body = b.pop().unwrap_or_default();
+            p.publish(topic, body).await
+        })
+        .await
+    }
+
+    /// Publishes several messages atomically to one node (MPUB), failing over as a whole.
+    ///
+    /// # Errors
+    ///
+    /// The last node's [`PublishError`], with the bodies handed back.
+    pub async fn multi_publish(
+        &self,
+        topic: &Topic,
+        bodies: Vec<Bytes>,
+    ) -> Result<(), PublishError> {
+        self.run(
+            bodies,
+            |p, b| async move { p.multi_publish(topic, b).await },
+        )
+        .await
+    }
+
+    /// Publishes one deferred message (DPUB), failing over on retriable errors.
+    ///
+    /// # Errors
+    ///
+    /// The last node's [`PublishError`], with the body handed back.
+    pub async fn deferred_publish(
+        &self,
+        topic: &Topic,
+        delay: Duration,
+        body: impl Into<Bytes>,
+    ) -> Result<(), PublishError> {
+        self.run(vec![body.into()], |p, mut b| async move {
+            let body = b.pop().unwrap_or_default();
+            p.deferred_publish(topic, delay, body).await
+        })
+        .await
+    }
+
+    /// Closes every producer and stops lookupd polling.
+    pub async fn close(&self) {
+        self.inner.cancel.cancel();
+        let producers: Vec<Producer> = self
+            .nodes()
+            .iter()
+            .map(|(_, n)| n.producer.clone())
+            .collect();
+        for p in producers {
+            p.close().await;
+        }
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+}
+
+/// The union of every lookupd's `/nodes`, as `host:port` TCP addresses, in a stable order.
+async fn discover(http: &reqwest::Client, lookupds: &[String]) -> Vec<String> {
+    let mut found = std::collections::BTreeSet::new();
+    for lookupd in lookupds {
+        let url = if lookupd.contains("://") {
+            format!("{lookupd}/nodes")
+        } else {
+            format!("http://{lookupd}/nodes")
+        };
+        let answer = async {
+            let response = http.get(&url).header("Accept", ACCEPT_V1).send().await?;
+            let status = response.status().as_u16();
+            let v1 = response
+                .headers()
+                .get(nsq_proto::lookup::V1_HEADER)
+                .is_some_and(|v| is_v1_header(v.as_bytes()));
+            let body = response.bytes().await?;
+            Ok::<_, reqwest::Error>((status, v1, body))
+        };
+        match answer.await {
+            Ok((status, v1, body)) => match decode_response::<NodesResponse>(status, v1, &body) {
+                Ok(nodes) => {
+                    for node in nodes.producers {
+                        let p = node.producer;
+                        found.insert(join_host_port(&p.broadcast_address, p.tcp_port));
+                    }
+                }
+                Err(err) => tracing::warn!(%url, %err, "bad /nodes answer"),
+            },
+            Err(err) => tracing::warn!(%url, %err, "nsqlookupd unreachable"),
+        }
+    }
+    found.into_iter().collect()
+}
