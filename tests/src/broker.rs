@@ -205,6 +205,23 @@ impl Broker {
         Ok(())
     }
 
+    /// The stats of one topic (`GET /stats?format=json`), channels included.
+    ///
+    /// # Errors
+    ///
+    /// When the request fails or the topic is not in the stats.
+    pub async fn topic_stats(&self, topic: &str) -> Result<Value, String> {
+        let path = format!("/stats?format=json&topic={topic}");
+        let stats = http::json(self.http_addr(), "GET", &path).await?;
+        stats["topics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|t| t["topic_name"] == topic)
+            .cloned()
+            .ok_or_else(|| format!("no topic {topic} in {path}: {stats}"))
+    }
+
     /// The stats of one channel (`GET /stats?format=json`), as nsqd reports them:
     /// `depth`, `in_flight_count`, `message_count`, `requeue_count`, `timeout_count`,
     /// and `clients` with each client's `finish_count`, `tls`, `snappy`, `deflate`, ...

@@ -14,7 +14,9 @@
 
 pub mod broker;
 pub mod clients;
+pub mod consume;
 pub mod http;
+pub mod proxy;
 pub mod tls;
 
 use std::io::{BufRead, BufReader};

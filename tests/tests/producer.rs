@@ -1,0 +1,182 @@
+//! `nsq_client::Producer` against nsq-server-lite and real nsqd 1.3.0: every call, pipelining,
+//! timeouts and cancellation, connection failures, and nsqd's errors.
+//!
+//! Each test runs against both brokers (the real one is skipped without `NSQD_BIN`, unless
+//! `CI` is set).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::{self, StreamExt};
+use nsq_client::proto::{ErrorCode, Topic};
+use nsq_client::{Producer, ProducerConfig, PublishErrorKind};
+use nsq_tests::broker::{Broker, BrokerKind, BrokerOpts};
+use nsq_tests::consume;
+use nsq_tests::proxy::Proxy;
+
+const KINDS: [BrokerKind; 2] = [BrokerKind::Lite, BrokerKind::RealNsqd];
+
+/// Runs `scenario` against each broker kind that is available.
+macro_rules! each_broker {
+    (|$broker:ident| $body:expr) => {
+        for kind in KINDS {
+            if !kind.available() {
+                continue;
+            }
+            let $broker = Broker::start(kind, &BrokerOpts::default())
+                .await
+                .expect("broker starts");
+            eprintln!("-- {}", kind.name());
+            $body;
+        }
+    };
+}
+
+fn producer(addr: impl ToString) -> Producer {
+    Producer::new(addr.to_string(), ProducerConfig::default()).expect("valid config")
+}
+
+#[tokio::test]
+async fn every_call_is_answered_and_lands() {
+    each_broker!(|broker| {
+        broker.create_channel("calls", "c").await.unwrap();
+        let p = producer(broker.tcp_addr());
+        let topic = Topic::new("calls").unwrap();
+        p.ping().await.unwrap();
+        p.publish(&topic, "one").await.unwrap();
+        p.multi_publish(&topic, vec![Bytes::from("two"), Bytes::from("three")])
+            .await
+            .unwrap();
+        p.deferred_publish(&topic, Duration::from_secs(60), "later")
+            .await
+            .unwrap();
+        let stats = broker.channel_stats("calls", "c").await.unwrap();
+        assert_eq!(stats["message_count"], 4, "{stats}");
+        assert_eq!(stats["deferred_count"], 1, "{stats}");
+        let bodies = consume::take(
+            broker.tcp_addr(),
+            "calls",
+            "c",
+            3,
+            10,
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+        assert_eq!(bodies, ["one", "two", "three"]);
+        p.close().await;
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_thousand_pipelined_publishes_all_arrive_intact() {
+    const N: usize = 100_000;
+    each_broker!(|broker| {
+        broker.create_channel("bulk", "c").await.unwrap();
+        let p = producer(broker.tcp_addr());
+        let topic = Topic::new("bulk").unwrap();
+        let body = |i: usize| Bytes::from(format!("message {i:06} {}", "x".repeat(i % 50)));
+        let results: Vec<_> = stream::iter(0..N)
+            .map(|i| {
+                let (p, topic) = (p.clone(), topic.clone());
+                async move { p.publish(&topic, body(i)).await }
+            })
+            .buffer_unordered(2_000)
+            .collect()
+            .await;
+        assert!(results.iter().all(Result::is_ok), "a publish failed");
+        let got = consume::take(
+            broker.tcp_addr(),
+            "bulk",
+            "c",
+            N,
+            2500,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+        let got: HashSet<Bytes> = got.into_iter().collect();
+        let want: HashSet<Bytes> = (0..N).map(body).collect();
+        assert_eq!(got.len(), N, "duplicates arrived");
+        assert!(got == want, "bodies differ from what was published");
+        p.close().await;
+    });
+}
+
+#[tokio::test]
+async fn a_timed_out_or_dropped_publish_leaves_the_connection_usable() {
+    each_broker!(|broker| {
+        let proxy = Proxy::start(broker.tcp_addr()).await;
+        let config = ProducerConfig::default().publish_timeout(Some(Duration::from_millis(300)));
+        let p = Producer::new(proxy.addr().to_string(), config).unwrap();
+        let topic = Topic::new("gated").unwrap();
+        p.publish(&topic, "before").await.unwrap();
+
+        // nsqd's answer is held back: the publish times out (nsqd did take it).
+        proxy.hold_replies();
+        let err = p.publish(&topic, "timed out").await.unwrap_err();
+        assert!(err.is_timeout(), "{err}");
+
+        // A publish dropped while its answer is outstanding.
+        let dropped = {
+            let (p, topic) = (p.clone(), topic.clone());
+            tokio::spawn(async move { p.publish(&topic, "dropped").await })
+        };
+        tokio::task::yield_now().await;
+        dropped.abort();
+
+        // Once answers flow again, the next publish gets its own answer, not a stale one.
+        proxy.open();
+        p.publish(&topic, "after").await.unwrap();
+        p.multi_publish(&topic, vec![Bytes::from("a"), Bytes::from("b")])
+            .await
+            .unwrap();
+        let stats = broker.topic_stats("gated").await.unwrap();
+        let count = stats["message_count"].as_u64().unwrap();
+        // before, timed out, (dropped, if it was written), after, a, b
+        assert!((5..=6).contains(&count), "{stats}");
+        p.close().await;
+    });
+}
+
+#[tokio::test]
+async fn an_unreachable_nsqd_fails_fast_and_hands_the_body_back() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let p = producer(addr);
+    let err = p
+        .publish(&Topic::new("t").unwrap(), "keep me")
+        .await
+        .unwrap_err();
+    assert!(matches!(err.kind(), PublishErrorKind::Connect(_)), "{err}");
+    assert!(err.is_retriable());
+    assert_eq!(err.into_body().as_deref(), Some(&b"keep me"[..]));
+}
+
+#[tokio::test]
+async fn the_http_port_given_by_mistake_is_named() {
+    each_broker!(|broker| {
+        let p = producer(broker.http_addr());
+        let err = p.publish(&Topic::new("t").unwrap(), "x").await.unwrap_err();
+        assert!(err.to_string().contains("HTTP port"), "{err}");
+    });
+}
+
+#[tokio::test]
+async fn an_nsqd_error_is_typed_and_the_next_publish_reconnects() {
+    each_broker!(|broker| {
+        let p = producer(broker.tcp_addr());
+        let topic = Topic::new("errors").unwrap();
+        // nsqd's default --max-msg-size is 1 MiB: one byte more is E_BAD_MESSAGE, fatal.
+        let big = Bytes::from(vec![b'x'; 1024 * 1024 + 1]);
+        let err = p.publish(&topic, big.clone()).await.unwrap_err();
+        let code = err.server_error().map(|e| e.code.clone());
+        assert_eq!(code, Some(ErrorCode::BadMessage), "{err}");
+        assert!(!err.is_retriable());
+        assert_eq!(err.into_body(), Some(big));
+        p.publish(&topic, "fine").await.unwrap();
+        p.close().await;
+    });
+}
