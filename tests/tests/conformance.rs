@@ -72,10 +72,9 @@ async fn transcript(kind: BrokerKind, case: &Case) -> Option<Log> {
         }
     };
     if std::env::var_os("CONFORM_PRINT").is_some() {
-        eprintln!("--- {} on {}:", case.name, kind.name());
-        for line in &log {
-            eprintln!("    {line:?},");
-        }
+        // One write, so concurrent scenarios do not interleave.
+        let lines: String = log.iter().map(|l| format!("    {l:?},\n")).collect();
+        eprint!("--- {} on {}:\n{lines}", case.name, kind.name());
     }
     Some(log)
 }
@@ -759,6 +758,56 @@ async fn topic_holds_until_first_channel(b: Broker) -> Log {
     log
 }
 
+async fn pause_empty_delete(b: Broker) -> Log {
+    let mut log = Log::new();
+    let mut c = consumer(&b, "t", "c", |_| {}, &mut log).await;
+    send(&mut c, Command::Rdy(10)).await;
+    let post = |path: &'static str| http::request(b.http_addr(), "POST", path);
+    let status = |r: Result<(u16, String), String>| r.expect("HTTP answers").0;
+    log.push(format!(
+        "channel pause: {}",
+        status(post("/channel/pause?topic=t&channel=c").await)
+    ));
+    publish_all(&b, publish("t", "held"), &mut log).await;
+    log.push(format!("while paused: {}", quiet(&mut c, ms(300)).await));
+    log.extend(stats_of(&b, "t").await);
+    log.push(format!(
+        "channel unpause: {}",
+        status(post("/channel/unpause?topic=t&channel=c").await)
+    ));
+    let held = message(&mut c).await;
+    log.push(render_msg(&held));
+    log.push(format!(
+        "channel empty: {}",
+        status(post("/channel/empty?topic=t&channel=c").await)
+    ));
+    log.extend(stats_of(&b, "t").await);
+    log.push(format!(
+        "FIN emptied: {}",
+        reply(&mut c, Command::Fin(held.id)).await
+    ));
+
+    log.push(format!(
+        "topic pause: {}",
+        status(post("/topic/pause?topic=t").await)
+    ));
+    publish_all(&b, publish("t", "waits at the topic"), &mut log).await;
+    log.push(format!("while paused: {}", quiet(&mut c, ms(300)).await));
+    log.extend(stats_of(&b, "t").await);
+    log.push(format!(
+        "topic unpause: {}",
+        status(post("/topic/unpause?topic=t").await)
+    ));
+    log.push(render_msg(&message(&mut c).await));
+    log.push(format!(
+        "topic delete: {}",
+        status(post("/topic/delete?topic=t").await)
+    ));
+    log.push(format!("subscriber: {}", render(next(&mut c).await)));
+    log.extend(stats_of(&b, "t").await);
+    log
+}
+
 // ---------------------------------------------------------------------------------------------
 // Requeue and timeout timing (real time: real nsqd cannot be paused; generous upper bounds)
 // ---------------------------------------------------------------------------------------------
@@ -866,6 +915,46 @@ async fn touch(b: Broker) -> Log {
         ms(3500),
     ));
     log.extend(stats_of(&b, "t").await);
+    log
+}
+
+async fn touch_capped(b: Broker) -> Log {
+    let mut log = Log::new();
+    let mut c = consumer(&b, "t", "c", |i| i.msg_timeout = 1000, &mut log).await;
+    send(&mut c, Command::Rdy(1)).await;
+    until_scanned(&b, &mut c, "t", &mut log).await;
+    publish_all(&b, publish("t", "capped"), &mut log).await;
+    let msg = message(&mut c).await;
+    let delivered = Instant::now();
+    log.push(format!("for 700 ms: {}", quiet(&mut c, ms(700)).await));
+    send(&mut c, Command::Touch(msg.id)).await;
+    let msg = message(&mut c).await;
+    log.push(format!("timed out: {}", render_msg(&msg)));
+    // --max-msg-timeout 1200ms: uncapped, the TOUCH would hold the message until 1.7 s.
+    log.push(within(
+        "TOUCH capped",
+        delivered.elapsed(),
+        ms(1150),
+        ms(1650),
+    ));
+    log
+}
+
+async fn dpub_timing(b: Broker) -> Log {
+    let mut log = Log::new();
+    let mut c = consumer(&b, "t", "c", |_| {}, &mut log).await;
+    send(&mut c, Command::Rdy(1)).await;
+    until_scanned(&b, &mut c, "t", &mut log).await;
+    let dpub = Command::Dpub {
+        topic: topic("t"),
+        delay: ms(400),
+        body: Bytes::from_static(b"deferred"),
+    };
+    let published = Instant::now();
+    publish_all(&b, dpub, &mut log).await;
+    log.extend(stats_of(&b, "t").await);
+    log.push(render_msg(&message(&mut c).await));
+    log.push(within("DPUB 400ms", published.elapsed(), ms(400), ms(1500)));
     log
 }
 
@@ -1202,6 +1291,13 @@ async fn auth_required(b: Broker) -> Log {
         "SUB allowed: {}",
         reply(&mut c, sub("allowed", "ch")).await
     ));
+    // nsqd moves the message published before the channel existed to it asynchronously.
+    let moved = eventually(|| async {
+        let stats = b.stats().await.expect("stats");
+        stats.channel("allowed", "ch").is_some_and(|c| c.depth == 1)
+    })
+    .await;
+    log.push(format!("message reached the new channel: {moved}"));
     log.extend(stats_of(&b, "allowed").await);
     log
 }
@@ -1303,6 +1399,12 @@ async fn delivery_matches_nsqd() {
             |b| ephemeral(b).boxed(),
             EPHEMERAL,
         ),
+        case(
+            "pause, empty, delete",
+            BrokerOpts::default(),
+            |b| pause_empty_delete(b).boxed(),
+            PAUSE,
+        ),
     ])
     .await;
 }
@@ -1328,6 +1430,21 @@ async fn timing_matches_nsqd() {
             BrokerOpts::default(),
             |b| heartbeats(b).boxed(),
             HEARTBEATS,
+        ),
+        case(
+            "TOUCH capped",
+            BrokerOpts {
+                max_msg_timeout: Some(ms(1200)),
+                ..BrokerOpts::default()
+            },
+            |b| touch_capped(b).boxed(),
+            TOUCH_CAPPED,
+        ),
+        case(
+            "DPUB",
+            BrokerOpts::default(),
+            |b| dpub_timing(b).boxed(),
+            DPUB,
         ),
     ])
     .await;
@@ -1719,7 +1836,55 @@ const AUTH_REQUIRED: &[&str] = &[
     "SUB other channel: ERR E_UNAUTHORIZED AUTH failed for SUB on \"allowed\" \"nope\"",
     "EOF",
     "SUB allowed: OK",
+    "message reached the new channel: true",
     "topic allowed depth=0 messages=1 bytes=1 paused=false",
     "  channel ch depth=1 in_flight=0 deferred=0 messages=1 requeued=0 timed_out=0 clients=1 paused=false",
     "    client 127.0.0.1 state=3 ready=0 in_flight=0 messages=0 finished=0 requeued=0 authed=true",
+];
+const PAUSE: &[&str] = &[
+    "SUB t c: OK",
+    "channel pause: 200",
+    "PUB: OK",
+    "while paused: quiet",
+    "topic t depth=0 messages=1 bytes=4 paused=false",
+    "  channel c depth=1 in_flight=0 deferred=0 messages=1 requeued=0 timed_out=0 clients=1 paused=true",
+    "    client conformance state=3 ready=10 in_flight=0 messages=0 finished=0 requeued=0 authed=false",
+    "channel unpause: 200",
+    "MSG attempts=1 held",
+    "channel empty: 200",
+    "topic t depth=0 messages=1 bytes=4 paused=false",
+    "  channel c depth=0 in_flight=0 deferred=0 messages=1 requeued=0 timed_out=0 clients=1 paused=false",
+    "    client conformance state=3 ready=10 in_flight=0 messages=1 finished=0 requeued=0 authed=false",
+    "FIN emptied: ERR E_FIN_FAILED FIN <id> failed ID not in flight",
+    "topic pause: 200",
+    "PUB: OK",
+    "while paused: quiet",
+    "topic t depth=1 messages=2 bytes=22 paused=true",
+    "  channel c depth=0 in_flight=0 deferred=0 messages=1 requeued=0 timed_out=0 clients=1 paused=false",
+    "    client conformance state=3 ready=10 in_flight=0 messages=1 finished=0 requeued=0 authed=false",
+    "topic unpause: 200",
+    "MSG attempts=1 waits at the topic",
+    "topic delete: 200",
+    "subscriber: EOF",
+    "topic t: absent",
+];
+const TOUCH_CAPPED: &[&str] = &[
+    "SUB t c: OK",
+    "PUB: OK",
+    "scanned: MSG attempts=2 warm-up",
+    "PUB: OK",
+    "for 700 ms: quiet",
+    "timed out: MSG attempts=2 capped",
+    "TOUCH capped: within [1.15s, 1.65s]",
+];
+const DPUB: &[&str] = &[
+    "SUB t c: OK",
+    "PUB: OK",
+    "scanned: MSG attempts=2 warm-up",
+    "DPUB: OK",
+    "topic t depth=0 messages=2 bytes=15 paused=false",
+    "  channel c depth=0 in_flight=0 deferred=1 messages=2 requeued=1 timed_out=0 clients=1 paused=false",
+    "    client conformance state=3 ready=1 in_flight=0 messages=2 finished=1 requeued=1 authed=false",
+    "MSG attempts=1 deferred",
+    "DPUB 400ms: within [400ms, 1.5s]",
 ];
