@@ -36,11 +36,13 @@ pub struct Stats {
     /// Unix seconds at start.
     pub start_time: i64,
     /// Topics, sorted by name.
+    #[serde(deserialize_with = "null_as_empty")]
     pub topics: Vec<TopicStats>,
     /// Go runtime memory figures; absent here.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory: Option<serde_json::Value>,
     /// Connections that have published, with their per-topic counts.
+    #[serde(deserialize_with = "null_as_empty")]
     pub producers: Vec<ClientStats>,
 }
 
@@ -74,6 +76,7 @@ pub struct TopicStats {
     /// The topic's name.
     pub topic_name: String,
     /// Its channels, sorted by name.
+    #[serde(deserialize_with = "null_as_empty")]
     pub channels: Vec<ChannelStats>,
     /// Messages waiting at the topic (no channel yet, or paused).
     pub depth: i64,
@@ -112,6 +115,7 @@ pub struct ChannelStats {
     /// Subscribed connections.
     pub client_count: usize,
     /// The subscribed connections.
+    #[serde(deserialize_with = "null_as_empty")]
     pub clients: Vec<ClientStats>,
     /// Whether delivery is paused.
     pub paused: bool,
@@ -184,6 +188,7 @@ pub struct ClientStats {
     pub auth_identity_url: String,
     /// Per-topic publish counts.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(deserialize_with = "null_as_empty")]
     pub pub_counts: Vec<PubCount>,
     /// TLS negotiated.
     pub tls: bool,
@@ -195,6 +200,15 @@ pub struct ClientStats {
     pub tls_negotiated_protocol: String,
     /// Whether ALPN was mutual.
     pub tls_negotiated_protocol_is_mutual: bool,
+}
+
+/// nsqd writes an empty list as `null` (a nil Go slice).
+fn null_as_empty<'de, D, T>(de: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(de)?.unwrap_or_default())
 }
 
 fn is_false(b: &bool) -> bool {

@@ -3,10 +3,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 
+use nsq_server_lite::auth::Authenticator;
 use nsq_server_lite::lookupd::Lookupd as LiteLookupd;
+use nsq_server_lite::stats::Stats;
 use nsq_server_lite::{Nsqd as LiteNsqd, TlsRequired};
 
 use crate::{http, peer_or_skip, RealNsqd, RealNsqlookupd};
@@ -100,7 +104,7 @@ pub struct BrokerTls {
     pub key: PathBuf,
 }
 
-/// Broker settings the interop tests need.
+/// Broker settings the tests need; `None` keeps nsqd's default.
 #[derive(Debug, Clone, Default)]
 pub struct BrokerOpts {
     /// Offer TLS with these files and refuse TCP clients that do not upgrade (HTTP stays
@@ -108,6 +112,79 @@ pub struct BrokerOpts {
     pub tls: Option<BrokerTls>,
     /// nsqlookupd TCP addresses to register with.
     pub lookupd_tcp: Vec<SocketAddr>,
+    /// `--msg-timeout`: the in-flight timeout of clients that do not ask for one.
+    pub msg_timeout: Option<Duration>,
+    /// `--max-msg-timeout`: the longest in-flight timeout, and TOUCH's cap.
+    pub max_msg_timeout: Option<Duration>,
+    /// `--max-req-timeout`: the longest REQ delay and DPUB defer.
+    pub max_req_timeout: Option<Duration>,
+    /// `--max-rdy-count`.
+    pub max_rdy_count: Option<u32>,
+    /// `--max-msg-size`: the largest message body.
+    pub max_msg_size: Option<u32>,
+    /// `--max-body-size`: the largest IDENTIFY, AUTH or MPUB body.
+    pub max_body_size: Option<u32>,
+    /// `--auth-http-address`: require AUTH, asking this auth service (`host:port`).
+    pub auth_http_address: Option<String>,
+    /// For the lite broker only: require AUTH decided in-process by this authenticator
+    /// (takes precedence over `auth_http_address`).
+    pub lite_auth: Option<Arc<dyn Authenticator>>,
+}
+
+impl BrokerOpts {
+    /// The nsqd flags for the limits and timeouts set here.
+    fn limit_flags(&self) -> Vec<String> {
+        let mut flags = Vec::new();
+        let mut duration = |name: &str, value: Option<Duration>| {
+            if let Some(d) = value {
+                flags.push(format!("--{name}={}ms", d.as_millis()));
+            }
+        };
+        duration("msg-timeout", self.msg_timeout);
+        duration("max-msg-timeout", self.max_msg_timeout);
+        duration("max-req-timeout", self.max_req_timeout);
+        for (name, value) in [
+            ("max-rdy-count", self.max_rdy_count),
+            ("max-msg-size", self.max_msg_size),
+            ("max-body-size", self.max_body_size),
+        ] {
+            if let Some(v) = value {
+                flags.push(format!("--{name}={v}"));
+            }
+        }
+        if let Some(addr) = &self.auth_http_address {
+            flags.push(format!("--auth-http-address={addr}"));
+        }
+        flags
+    }
+
+    /// The lite builder with the limits and timeouts set here.
+    fn lite_builder(&self) -> nsq_server_lite::NsqdBuilder {
+        let mut b = LiteNsqd::builder().broadcast_address("127.0.0.1");
+        if let Some(d) = self.msg_timeout {
+            b = b.msg_timeout(d);
+        }
+        if let Some(d) = self.max_msg_timeout {
+            b = b.max_msg_timeout(d);
+        }
+        if let Some(d) = self.max_req_timeout {
+            b = b.max_req_timeout(d);
+        }
+        if let Some(n) = self.max_rdy_count {
+            b = b.max_rdy_count(n);
+        }
+        if let Some(n) = self.max_msg_size {
+            b = b.max_msg_size(n);
+        }
+        if let Some(n) = self.max_body_size {
+            b = b.max_body_size(n);
+        }
+        match (&self.lite_auth, &self.auth_http_address) {
+            (Some(auth), _) => b.authenticator(auth.clone()),
+            (None, Some(addr)) => b.auth_http_addresses(vec![addr.clone()]),
+            (None, None) => b,
+        }
+    }
 }
 
 /// A running broker; stopped on drop.
@@ -132,7 +209,7 @@ impl Broker {
         match kind {
             BrokerKind::RealNsqd => {
                 let bin = peer_or_skip("NSQD_BIN")?;
-                let mut flags = Vec::new();
+                let mut flags = opts.limit_flags();
                 if let Some(tls) = &opts.tls {
                     flags.push(format!("--tls-cert={}", tls.cert.display()));
                     flags.push(format!("--tls-key={}", tls.key.display()));
@@ -150,7 +227,7 @@ impl Broker {
                 Some(Self::RealNsqd(real))
             }
             BrokerKind::Lite => {
-                let mut builder = LiteNsqd::builder().broadcast_address("127.0.0.1");
+                let mut builder = opts.lite_builder();
                 if let Some(tls) = &opts.tls {
                     let config = nsq_server_lite::tls::server_config(
                         &tls.cert,
@@ -220,6 +297,16 @@ impl Broker {
             .find(|t| t["topic_name"] == topic)
             .cloned()
             .ok_or_else(|| format!("no topic {topic} in {path}: {stats}"))
+    }
+
+    /// The whole `/stats?format=json`, in the lite broker's types (which read nsqd's too).
+    ///
+    /// # Errors
+    ///
+    /// When the request fails or the answer does not deserialise.
+    pub async fn stats(&self) -> Result<Stats, String> {
+        let value = http::json(self.http_addr(), "GET", "/stats?format=json").await?;
+        serde_json::from_value(value).map_err(|e| format!("/stats: {e}"))
     }
 
     /// The stats of one channel (`GET /stats?format=json`), as nsqd reports them:

@@ -16,13 +16,28 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 ///
 /// When the server cannot be reached, times out or answers something that is not HTTP.
 pub async fn request(addr: SocketAddr, method: &str, path: &str) -> Result<(u16, String), String> {
+    request_with_body(addr, method, path, b"").await
+}
+
+/// Like [`request`], sending `body` as the request body.
+///
+/// # Errors
+///
+/// As [`request`].
+pub async fn request_with_body(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Result<(u16, String), String> {
     let what = format!("{method} http://{addr}{path}");
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await?;
         let head = format!(
-            "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: application/vnd.nsq; version=1.0\r\nContent-Length: 0\r\n\r\n"
+            "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: application/vnd.nsq; version=1.0\r\nContent-Length: {}\r\n\r\n",
+            body.len()
         );
-        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(&[head.as_bytes(), body].concat()).await?;
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw).await?;
         Ok::<_, std::io::Error>(raw)

@@ -189,6 +189,7 @@ async fn run_case(case: Case, certs: &TestCerts) -> Result<String, String> {
             key: certs.server_key.clone(),
         }),
         lookupd_tcp: lookupd.iter().map(Lookupd::tcp_addr).collect(),
+        ..BrokerOpts::default()
     };
     let broker = Broker::start(case.broker, &opts)
         .await
