@@ -32,6 +32,16 @@ pub struct TlsConfig {
 impl TlsConfig {
     /// TLS with this rustls configuration; certificates are verified as it says (on, unless
     /// the configuration was built to skip it).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # let provider = Arc::new(rustls::crypto::ring::default_provider());
+    /// # let config = rustls::ClientConfig::builder_with_provider(provider)
+    /// #     .with_safe_default_protocol_versions().unwrap()
+    /// #     .with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth();
+    /// let tls = nsq_client::TlsConfig::new(Arc::new(config));
+    /// # let _ = tls;
+    /// ```
     pub fn new(config: Arc<rustls::ClientConfig>) -> Self {
         Self {
             config,
@@ -40,6 +50,16 @@ impl TlsConfig {
     }
 
     /// The name to verify the certificate against (default: the host connected to).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # let provider = Arc::new(rustls::crypto::ring::default_provider());
+    /// # let config = rustls::ClientConfig::builder_with_provider(provider)
+    /// #     .with_safe_default_protocol_versions().unwrap()
+    /// #     .with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth();
+    /// let tls = nsq_client::TlsConfig::new(Arc::new(config)).server_name("nsqd-1.internal");
+    /// # let _ = tls;
+    /// ```
     pub fn server_name(mut self, name: impl Into<String>) -> Self {
         self.server_name = Some(name.into());
         self
@@ -129,18 +149,33 @@ impl fmt::Debug for ConnectionConfig {
 
 impl ConnectionConfig {
     /// IDENTIFY `client_id` (default: the short host name).
+    ///
+    /// ```
+    /// let c = nsq_client::ConnectionConfig::default().client_id("worker-1");
+    /// # let _ = c;
+    /// ```
     pub fn client_id(mut self, id: impl Into<String>) -> Self {
         self.client_id = id.into();
         self
     }
 
     /// IDENTIFY `hostname` (default: the host name).
+    ///
+    /// ```
+    /// let c = nsq_client::ConnectionConfig::default().hostname("web-3.internal");
+    /// # let _ = c;
+    /// ```
     pub fn hostname(mut self, hostname: impl Into<String>) -> Self {
         self.hostname = hostname.into();
         self
     }
 
     /// IDENTIFY `user_agent` (default `nsq-client/<version>`).
+    ///
+    /// ```
+    /// let c = nsq_client::ConnectionConfig::default().user_agent("billing/2.1");
+    /// # let _ = c;
+    /// ```
     pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
         self.user_agent = user_agent.into();
         self
@@ -148,17 +183,32 @@ impl ConnectionConfig {
 
     /// How often nsqd sends heartbeats (default 30 s); the connection is considered dead
     /// after two intervals without a byte from nsqd.
+    ///
+    /// ```
+    /// let c = nsq_client::ConnectionConfig::default().heartbeat_interval(std::time::Duration::from_secs(10));
+    /// # let _ = c;
+    /// ```
     pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
         self.heartbeat_interval = interval;
         self
     }
 
     /// The heartbeat interval in force.
+    ///
+    /// ```
+    /// let c = nsq_client::ConnectionConfig::default();
+    /// assert_eq!(c.heartbeat_interval_value(), std::time::Duration::from_secs(30));
+    /// ```
     pub fn heartbeat_interval_value(&self) -> Duration {
         self.heartbeat_interval
     }
 
     /// The in-flight timeout nsqd applies to this connection's messages (default: nsqd's).
+    ///
+    /// ```
+    /// let c = nsq_client::ConnectionConfig::default().msg_timeout(std::time::Duration::from_secs(120));
+    /// # let _ = c;
+    /// ```
     pub fn msg_timeout(mut self, timeout: Duration) -> Self {
         self.msg_timeout = Some(timeout);
         self
@@ -166,36 +216,74 @@ impl ConnectionConfig {
 
     /// nsqd's output buffering for this connection: `Some((bytes, timeout))`, or `None` to
     /// have every message flushed at once (default 16 KiB, 250 ms, as go-nsq).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let c = nsq_client::ConnectionConfig::default().output_buffer(Some((64 * 1024, Duration::from_millis(50))));
+    /// # let _ = c;
+    /// ```
     pub fn output_buffer(mut self, buffer: Option<(u32, Duration)>) -> Self {
         self.output_buffer = buffer;
         self
     }
 
     /// Deliver only this percentage (1–99) of the channel's messages; 0 is all (default).
+    ///
+    /// ```
+    /// let c = nsq_client::ConnectionConfig::default().sample_rate(10);
+    /// # let _ = c;
+    /// ```
     pub fn sample_rate(mut self, percent: u8) -> Self {
         self.sample_rate = percent;
         self
     }
 
     /// Upgrade to TLS after IDENTIFY.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # let provider = Arc::new(rustls::crypto::ring::default_provider());
+    /// # let rustls_config = rustls::ClientConfig::builder_with_provider(provider)
+    /// #     .with_safe_default_protocol_versions().unwrap()
+    /// #     .with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth();
+    /// use nsq_client::{ConnectionConfig, TlsConfig};
+    /// let c = ConnectionConfig::default().tls(TlsConfig::new(Arc::new(rustls_config)));
+    /// # let _ = c;
+    /// ```
     pub fn tls(mut self, tls: TlsConfig) -> Self {
         self.tls = Some(tls);
         self
     }
 
     /// Compress the stream with snappy or deflate after IDENTIFY (default none).
+    ///
+    /// ```
+    /// use nsq_client::{Compression, ConnectionConfig};
+    /// let c = ConnectionConfig::default().compression(Compression::Deflate { level: 6 });
+    /// # let _ = c;
+    /// ```
     pub fn compression(mut self, compression: Compression) -> Self {
         self.compression = compression;
         self
     }
 
     /// The secret sent with AUTH when nsqd requires it.
+    ///
+    /// ```
+    /// let c = nsq_client::ConnectionConfig::default().auth_secret("s3cret");
+    /// # let _ = c;
+    /// ```
     pub fn auth_secret(mut self, secret: impl Into<String>) -> Self {
         self.auth_secret = Some(secret.into());
         self
     }
 
     /// How long connecting and the handshake may take (default 1 s, as go-nsq's DialTimeout).
+    ///
+    /// ```
+    /// let c = nsq_client::ConnectionConfig::default().dial_timeout(std::time::Duration::from_secs(3));
+    /// # let _ = c;
+    /// ```
     pub fn dial_timeout(mut self, timeout: Duration) -> Self {
         self.dial_timeout = timeout;
         self
@@ -203,6 +291,11 @@ impl ConnectionConfig {
 
     /// How long one write to nsqd may take before the connection is considered dead
     /// (default 1 s, as go-nsq).
+    ///
+    /// ```
+    /// let c = nsq_client::ConnectionConfig::default().write_timeout(std::time::Duration::from_secs(2));
+    /// # let _ = c;
+    /// ```
     pub fn write_timeout(mut self, timeout: Duration) -> Self {
         self.write_timeout = timeout;
         self

@@ -174,16 +174,40 @@ impl PublishError {
     }
 
     /// What went wrong.
+    ///
+    /// ```
+    /// use nsq_client::{PublishError, PublishErrorKind};
+    /// # fn check(err: &PublishError) {
+    /// if let PublishErrorKind::Server(e) = err.kind() {
+    ///     eprintln!("nsqd said {e}");
+    /// }
+    /// # }
+    /// ```
     pub fn kind(&self) -> &PublishErrorKind {
         &self.kind
     }
 
     /// The nsqd address the publish went to.
+    ///
+    /// ```
+    /// use nsq_client::{PublishError, PublishErrorKind};
+    /// # fn check(err: &PublishError) {
+    /// eprintln!("publish to {} failed", err.addr());
+    /// # }
+    /// ```
     pub fn addr(&self) -> &str {
         &self.addr
     }
 
     /// nsqd's error, when it answered with one.
+    ///
+    /// ```
+    /// use nsq_client::{PublishError, PublishErrorKind};
+    /// # fn check(err: &PublishError) {
+    /// let code = err.server_error().map(|e| e.code.as_str());
+    /// # let _ = code;
+    /// # }
+    /// ```
     pub fn server_error(&self) -> Option<&ServerError> {
         match &self.kind {
             PublishErrorKind::Server(e) => Some(e),
@@ -192,12 +216,27 @@ impl PublishError {
     }
 
     /// Whether the publish timed out.
+    ///
+    /// ```
+    /// use nsq_client::{PublishError, PublishErrorKind};
+    /// # fn check(err: &PublishError) {
+    /// if err.is_timeout() { /* nsqd may still have taken it */ }
+    /// # }
+    /// ```
     pub fn is_timeout(&self) -> bool {
         matches!(self.kind, PublishErrorKind::Timeout(_))
     }
 
     /// Whether publishing the same bodies again (to this nsqd or another) can succeed:
     /// connection failures, timeouts, and nsqd refusing because it is exiting or full.
+    ///
+    /// ```
+    /// use nsq_client::{PublishError, PublishErrorKind};
+    /// # fn check(err: &PublishError) {
+    /// let retry = err.is_retriable();
+    /// # let _ = retry;
+    /// # }
+    /// ```
     pub fn is_retriable(&self) -> bool {
         match &self.kind {
             PublishErrorKind::Connect(_)
@@ -212,16 +251,37 @@ impl PublishError {
     }
 
     /// The bodies of the failed publish.
+    ///
+    /// ```
+    /// use nsq_client::{PublishError, PublishErrorKind};
+    /// # fn check(err: &PublishError) {
+    /// eprintln!("{} bodies not published", err.bodies().len());
+    /// # }
+    /// ```
     pub fn bodies(&self) -> &[Bytes] {
         &self.bodies
     }
 
     /// Takes the bodies back.
+    ///
+    /// ```
+    /// # fn check(err: nsq_client::PublishError) {
+    /// let bodies: Vec<bytes::Bytes> = err.into_bodies();
+    /// # let _ = bodies;
+    /// # }
+    /// ```
     pub fn into_bodies(self) -> Vec<Bytes> {
         self.bodies
     }
 
     /// Takes back the body of a single publish (the first body of a batch).
+    ///
+    /// ```
+    /// # fn check(err: nsq_client::PublishError) {
+    /// let body: Option<bytes::Bytes> = err.into_body();
+    /// # let _ = body;
+    /// # }
+    /// ```
     pub fn into_body(self) -> Option<Bytes> {
         self.bodies.into_iter().next()
     }

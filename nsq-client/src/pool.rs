@@ -23,6 +23,10 @@ use crate::error::{ConfigError, PublishError, PublishErrorKind};
 use crate::producer::{Producer, ProducerConfig};
 
 /// Which node a pool tries first.
+///
+/// ```
+/// assert_eq!(nsq_client::Strategy::default(), nsq_client::Strategy::RoundRobin);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Strategy {
@@ -87,6 +91,13 @@ pub struct ProducerPool {
 impl ProducerPool {
     /// A pool over a fixed list of nsqd TCP addresses.
     ///
+    /// ```
+    /// use nsq_client::{ProducerPool, Strategy};
+    /// let pool = ProducerPool::new(["10.0.0.1:4150", "10.0.0.2:4150"], Default::default(), Strategy::RoundRobin)?;
+    /// assert_eq!(pool.addrs().len(), 2);
+    /// # Ok::<(), nsq_client::ConfigError>(())
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`ConfigError`] when the list is empty or a setting is out of range.
@@ -107,6 +118,31 @@ impl ProducerPool {
     /// A pool over every nsqd the given nsqlookupd know (their `/nodes`), asked again every
     /// `poll_interval`: new nodes are added, vanished ones closed. The first answer is awaited,
     /// so the pool has its nodes when this returns.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use nsq_server_lite::{lookupd::Lookupd, Nsqd};
+    /// use nsq_client::{ProducerPool, Strategy};
+    /// use std::time::Duration;
+    ///
+    /// let lookupd = Lookupd::builder().start().await?;
+    /// let nsqd = Nsqd::builder()
+    ///     .broadcast_address("127.0.0.1")
+    ///     .lookupd_tcp_address(lookupd.tcp_addr().to_string())
+    ///     .start()
+    ///     .await?;
+    /// // lookupd lists an nsqd once it has registered: wait for that.
+    /// let pool = loop {
+    ///     match ProducerPool::with_lookupd([lookupd.http_addr().to_string()], Default::default(), Strategy::RoundRobin, Duration::from_secs(60)).await {
+    ///         Ok(pool) => break pool,
+    ///         Err(_) => tokio::task::yield_now().await,
+    ///     }
+    /// };
+    /// assert_eq!(pool.addrs(), [nsqd.tcp_addr().to_string()]);
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///
@@ -208,6 +244,12 @@ impl ProducerPool {
     }
 
     /// The nsqd addresses in the pool, in order.
+    ///
+    /// ```
+    /// let pool = nsq_client::ProducerPool::new(["h:4150"], Default::default(), Default::default())?;
+    /// assert_eq!(pool.addrs(), ["h:4150"]);
+    /// # Ok::<(), nsq_client::ConfigError>(())
+    /// ```
     pub fn addrs(&self) -> Vec<String> {
         self.nodes().iter().map(|(a, _)| a.clone()).collect()
     }
@@ -284,6 +326,19 @@ impl ProducerPool {
 
     /// Publishes one message to one of the nodes, failing over on retriable errors.
     ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let a = nsq_server_lite::Nsqd::start().await?;
+    /// # let b = nsq_server_lite::Nsqd::start().await?;
+    /// use nsq_client::{proto::Topic, ProducerPool, Strategy};
+    /// let pool = ProducerPool::new([a.tcp_addr().to_string(), b.tcp_addr().to_string()], Default::default(), Strategy::PreferFirst)?;
+    /// let topic = Topic::new("t")?;
+    /// pool.publish(&topic, "hello").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     ///
     /// The last node's [`PublishError`], with the body handed back.
@@ -296,6 +351,19 @@ impl ProducerPool {
     }
 
     /// Publishes several messages atomically to one node (MPUB), failing over as a whole.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let a = nsq_server_lite::Nsqd::start().await?;
+    /// # let b = nsq_server_lite::Nsqd::start().await?;
+    /// use nsq_client::{proto::Topic, ProducerPool, Strategy};
+    /// let pool = ProducerPool::new([a.tcp_addr().to_string(), b.tcp_addr().to_string()], Default::default(), Strategy::PreferFirst)?;
+    /// let topic = Topic::new("t")?;
+    /// pool.multi_publish(&topic, vec!["a".into(), "b".into()]).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///
@@ -314,6 +382,19 @@ impl ProducerPool {
 
     /// Publishes one deferred message (DPUB), failing over on retriable errors.
     ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let a = nsq_server_lite::Nsqd::start().await?;
+    /// # let b = nsq_server_lite::Nsqd::start().await?;
+    /// use nsq_client::{proto::Topic, ProducerPool, Strategy};
+    /// let pool = ProducerPool::new([a.tcp_addr().to_string(), b.tcp_addr().to_string()], Default::default(), Strategy::PreferFirst)?;
+    /// let topic = Topic::new("t")?;
+    /// pool.deferred_publish(&topic, std::time::Duration::from_secs(1), "soon").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     ///
     /// The last node's [`PublishError`], with the body handed back.
@@ -331,6 +412,19 @@ impl ProducerPool {
     }
 
     /// Closes every producer and stops lookupd polling.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let a = nsq_server_lite::Nsqd::start().await?;
+    /// # let b = nsq_server_lite::Nsqd::start().await?;
+    /// use nsq_client::{proto::Topic, ProducerPool, Strategy};
+    /// let pool = ProducerPool::new([a.tcp_addr().to_string(), b.tcp_addr().to_string()], Default::default(), Strategy::PreferFirst)?;
+    /// let topic = Topic::new("t")?;
+    /// pool.close().await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn close(&self) {
         self.inner.cancel.cancel();
         let producers: Vec<Producer> = self

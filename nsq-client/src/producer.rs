@@ -42,7 +42,7 @@ struct Request {
 /// use nsq_client::{ConnectionConfig, ProducerConfig};
 ///
 /// let config = ProducerConfig::default()
-///     .publish_timeout(Duration::from_secs(2))
+///     .publish_timeout(Some(Duration::from_secs(2)))
 ///     .connection(ConnectionConfig::default().client_id("orders-api"));
 /// # let _ = config;
 /// ```
@@ -70,6 +70,12 @@ impl Default for ProducerConfig {
 
 impl ProducerConfig {
     /// The connection's settings (identity, TLS, compression, AUTH...).
+    ///
+    /// ```
+    /// use nsq_client::{ConnectionConfig, ProducerConfig};
+    /// let c = ProducerConfig::default().connection(ConnectionConfig::default().client_id("api"));
+    /// # let _ = c;
+    /// ```
     pub fn connection(mut self, connection: ConnectionConfig) -> Self {
         self.connection = connection;
         self
@@ -77,6 +83,11 @@ impl ProducerConfig {
 
     /// How long a publish may wait for nsqd's answer, connecting included (default 10 s);
     /// `None` waits as long as the connection lives.
+    ///
+    /// ```
+    /// let c = nsq_client::ProducerConfig::default().publish_timeout(None);
+    /// # let _ = c;
+    /// ```
     pub fn publish_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.publish_timeout = timeout;
         self
@@ -84,6 +95,11 @@ impl ProducerConfig {
 
     /// How many publishes may wait for the connection task before callers wait to queue
     /// (default 4096).
+    ///
+    /// ```
+    /// let c = nsq_client::ProducerConfig::default().queue(16_384);
+    /// # let _ = c;
+    /// ```
     pub fn queue(mut self, requests: usize) -> Self {
         self.queue = requests;
         self
@@ -91,6 +107,13 @@ impl ProducerConfig {
 
     /// The wait before reconnecting after a failed connection: from `min`, doubling per
     /// failure up to `max`, with jitter (default 50 ms to 5 s).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let c = nsq_client::ProducerConfig::default()
+    ///     .reconnect_backoff(Duration::from_millis(100), Duration::from_secs(30));
+    /// # let _ = c;
+    /// ```
     pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
         self.backoff_min = min;
         self.backoff_max = max;
@@ -168,6 +191,13 @@ impl Producer {
     /// A producer for the nsqd at `addr` (`host:port`, its TCP port). Nothing connects until
     /// the first publish or [`ping`](Self::ping); a tokio runtime must be running then.
     ///
+    /// ```
+    /// use nsq_client::{Producer, ProducerConfig};
+    /// let producer = Producer::new("127.0.0.1:4150", ProducerConfig::default())?;
+    /// assert_eq!(producer.addr(), "127.0.0.1:4150");
+    /// # Ok::<(), nsq_client::ConfigError>(())
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`ConfigError`] when a setting is out of nsqd's ranges.
@@ -185,6 +215,12 @@ impl Producer {
     }
 
     /// The nsqd address this producer publishes to.
+    ///
+    /// ```
+    /// let producer = nsq_client::Producer::new("nsqd-1:4150", Default::default())?;
+    /// assert_eq!(producer.addr(), "nsqd-1:4150");
+    /// # Ok::<(), nsq_client::ConfigError>(())
+    /// ```
     pub fn addr(&self) -> &str {
         &self.shared.addr
     }
@@ -207,6 +243,17 @@ impl Producer {
 
     /// Publishes one message; resolves when nsqd answered.
     ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let nsqd = nsq_server_lite::Nsqd::start().await?;
+    /// # let producer = nsq_client::Producer::new(nsqd.tcp_addr().to_string(), Default::default())?;
+    /// # let topic = nsq_client::proto::Topic::new("t")?;
+    /// producer.publish(&topic, "hello").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`PublishError`], with the body handed back.
@@ -223,6 +270,17 @@ impl Producer {
     }
 
     /// Publishes several messages atomically (MPUB): nsqd takes all or none.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let nsqd = nsq_server_lite::Nsqd::start().await?;
+    /// # let producer = nsq_client::Producer::new(nsqd.tcp_addr().to_string(), Default::default())?;
+    /// # let topic = nsq_client::proto::Topic::new("t")?;
+    /// producer.multi_publish(&topic, vec!["a".into(), "b".into()]).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///
@@ -243,6 +301,17 @@ impl Producer {
     }
 
     /// Publishes one message that nsqd delivers after `delay` (DPUB).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let nsqd = nsq_server_lite::Nsqd::start().await?;
+    /// # let producer = nsq_client::Producer::new(nsqd.tcp_addr().to_string(), Default::default())?;
+    /// # let topic = nsq_client::proto::Topic::new("t")?;
+    /// producer.deferred_publish(&topic, std::time::Duration::from_secs(10), "soon").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///
@@ -267,6 +336,17 @@ impl Producer {
 
     /// Connects if needed and checks the connection with a NOP.
     ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let nsqd = nsq_server_lite::Nsqd::start().await?;
+    /// # let producer = nsq_client::Producer::new(nsqd.tcp_addr().to_string(), Default::default())?;
+    /// # let topic = nsq_client::proto::Topic::new("t")?;
+    /// producer.ping().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`PublishError`] (with no bodies) when nsqd cannot be reached.
@@ -276,6 +356,19 @@ impl Producer {
 
     /// Stops taking publishes, lets those already queued finish (each within its timeout),
     /// and closes the connection.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let nsqd = nsq_server_lite::Nsqd::start().await?;
+    /// # let producer = nsq_client::Producer::new(nsqd.tcp_addr().to_string(), Default::default())?;
+    /// # let topic = nsq_client::proto::Topic::new("t")?;
+    /// producer.publish(&topic, "last").await?;
+    /// producer.close().await;
+    /// assert!(producer.publish(&topic, "too late").await.is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn close(&self) {
         self.shared.cancel.cancel();
         self.shared.tasks.close();
