@@ -41,6 +41,8 @@ impl OwnershipError {
 pub(crate) struct Consumer {
     pub(crate) info: Arc<ClientInfo>,
     pub(crate) tx: mpsc::UnboundedSender<Outbound>,
+    /// Messages given to this consumer by the dispatch under way, sent to its writer together.
+    pub(crate) outbox: Vec<Message>,
     pub(crate) ready: u32,
     pub(crate) in_flight: u32,
     pub(crate) sample_rate: u8,
@@ -210,11 +212,23 @@ impl Channel {
         st.dispatch(Instant::now());
     }
 
-    pub(crate) fn finish(&self, id: u64, msg_id: MessageId) -> Result<(), OwnershipError> {
+    /// Finishes messages in order under one lock, then delivers into the freed room once.
+    /// Returns the failures, in order, with their IDs; finishing goes on past a failure, as a
+    /// failed FIN is not fatal.
+    pub(crate) fn finish_many(
+        &self,
+        id: u64,
+        msg_ids: &[MessageId],
+    ) -> Vec<(MessageId, OwnershipError)> {
+        let mut failed = Vec::new();
         let mut st = self.lock();
-        st.take_in_flight(id, msg_id)?;
+        for &msg_id in msg_ids {
+            if let Err(e) = st.take_in_flight(id, msg_id) {
+                failed.push((msg_id, e));
+            }
+        }
         st.dispatch(Instant::now());
-        Ok(())
+        failed
     }
 
     pub(crate) fn requeue(
@@ -382,11 +396,38 @@ impl ChannelState {
         Ok(entry)
     }
 
-    /// Hands queued messages to ready consumers, one each in turn.
+    /// Hands queued messages to ready consumers, one each in turn, then gives each consumer's
+    /// writer its share in one piece.
     fn dispatch(&mut self, now: Instant) {
         if self.paused || self.consumers.is_empty() {
             return;
         }
+        self.deliver(now);
+        for (client, consumer) in &mut self.consumers {
+            if consumer.outbox.is_empty() {
+                continue;
+            }
+            let msgs = std::mem::take(&mut consumer.outbox);
+            consumer
+                .info
+                .message_count
+                .fetch_add(msgs.len() as u64, Ordering::Relaxed);
+            // The window is full after the last of them: the writer flushes at once.
+            let flush = !consumer.is_ready();
+            if consumer
+                .tx
+                .send(Outbound::Messages { msgs, flush })
+                .is_err()
+            {
+                // The connection is gone; the messages wait out their timeout like any other
+                // in-flight message of a dropped connection.
+                tracing::debug!(client, "delivery to a closed connection");
+            }
+        }
+    }
+
+    /// The choosing part of [`ChannelState::dispatch`]: fills the consumers' outboxes.
+    fn deliver(&mut self, now: Instant) {
         while !self.queue.is_empty() {
             let n = self.consumers.len();
             let Some(i) = (0..n)
@@ -409,18 +450,8 @@ impl ChannelState {
             let (id, consumer) = &mut self.consumers[i];
             let deadline = (now + consumer.msg_timeout, seq);
             consumer.in_flight += 1;
-            let flush = !consumer.is_ready();
-            consumer.info.message_count.fetch_add(1, Ordering::Relaxed);
             let client = *id;
-            let sent = consumer.tx.send(Outbound::Message {
-                msg: msg.clone(),
-                flush,
-            });
-            if sent.is_err() {
-                // The connection is gone; the message waits out its timeout like any other
-                // in-flight message of a dropped connection.
-                tracing::debug!(client, "delivery to a closed connection");
-            }
+            consumer.outbox.push(msg.clone());
             self.timeouts.insert(deadline, msg.id);
             self.in_flight.insert(
                 msg.id,

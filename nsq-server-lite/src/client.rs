@@ -88,9 +88,9 @@ pub(crate) enum Outbound {
     Response(Response),
     /// An error frame; flushed at once.
     Error(ServerError),
-    /// A message frame; buffered, flushed when `flush` (the client's window is now full), when
-    /// the output buffer fills or on the output buffer timer.
-    Message { msg: Message, flush: bool },
+    /// Message frames, in order; buffered, flushed after the last when `flush` (the client's
+    /// window is now full), whenever the output buffer fills, or on the output buffer timer.
+    Messages { msgs: Vec<Message>, flush: bool },
     /// New heartbeat and buffering settings after IDENTIFY, optionally with a hand-over of the
     /// write half so the reader can upgrade the stream (TLS, compression).
     Reconfigure {

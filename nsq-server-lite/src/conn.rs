@@ -68,6 +68,8 @@ struct Conn {
     rd: Option<ReadHalf<BoxedIo>>,
     buf: BytesMut,
     codec: ServerCodec,
+    /// A command decoded ahead while gathering FINs, to run next.
+    pending: Option<Result<Command, ProtocolError>>,
     state: State,
     heartbeat: Option<Duration>,
     msg_timeout: Duration,
@@ -105,6 +107,7 @@ impl Conn {
             tx,
             rd: Some(rd),
             buf: BytesMut::with_capacity(16 * 1024),
+            pending: None,
             state: State::Init,
             heartbeat: Some(heartbeat),
             sample_rate: 0,
@@ -156,6 +159,9 @@ impl Conn {
 
     /// The next command; `None` at end of stream or on a read error.
     async fn next_command(&mut self) -> Option<Result<Command, ProtocolError>> {
+        if let Some(next) = self.pending.take() {
+            return Some(next);
+        }
         loop {
             match self.codec.decode(&mut self.buf) {
                 Ok(Some(cmd)) => return Some(Ok(cmd)),
@@ -308,17 +314,31 @@ impl Conn {
                 Flow::Continue
             }
             Command::Fin(id) => {
-                let result = self.subscribed().finish(self.info.id, id);
-                match result {
-                    Ok(()) => {
-                        self.info.finish_count.fetch_add(1, Ordering::Relaxed);
-                        Flow::Continue
+                // The FINs already read behind this one pass the same checks (a FIN changes no
+                // state), so they are finished together under one channel lock.
+                let mut ids = vec![id];
+                while let Some(next) = self.codec.decode(&mut self.buf).transpose() {
+                    match next {
+                        Ok(Command::Fin(id)) => ids.push(id),
+                        other => {
+                            self.pending = Some(other);
+                            break;
+                        }
                     }
-                    Err(e) => self.fail(ServerError::new(
+                }
+                let failed = self.subscribed().finish_many(self.info.id, &ids);
+                let done = (ids.len() - failed.len()) as u64;
+                if done > 0 {
+                    self.info.finish_count.fetch_add(done, Ordering::Relaxed);
+                }
+                for (id, e) in failed {
+                    // E_FIN_FAILED is not fatal: every failure gets its own error, in order.
+                    self.fail(ServerError::new(
                         ErrorCode::FinFailed,
                         format!("FIN {id} failed {}", e.as_str()),
-                    )),
+                    ));
                 }
+                Flow::Continue
             }
             Command::Req { id, delay } => {
                 let delay = delay.min(self.broker.opts.limits.max_req_timeout);
@@ -436,6 +456,7 @@ impl Conn {
             let consumer = Consumer {
                 info: self.info.clone(),
                 tx: self.tx.clone(),
+                outbox: Vec::new(),
                 ready: 0,
                 in_flight: 0,
                 sample_rate: self.sample_rate,
@@ -765,8 +786,15 @@ async fn write_loop_inner(
                             encode(&mut buf, &Frame::Error(e))?;
                             flush_now = true;
                         }
-                        Outbound::Message { msg, flush } => {
-                            encode(&mut buf, &Frame::Message(msg))?;
+                        Outbound::Messages { msgs, flush } => {
+                            for msg in msgs {
+                                encode(&mut buf, &Frame::Message(msg))?;
+                                if buf.len() >= cfg.output_buffer_size {
+                                    // The output buffer is full: nsqd's bufio writer flushes.
+                                    write_out(&mut wr, &mut buf, cfg.heartbeat_interval).await?;
+                                    flush_at = None;
+                                }
+                            }
                             match cfg.output_buffer_timeout {
                                 _ if flush => flush_now = true,
                                 None => flush_now = true,

@@ -1,0 +1,170 @@
+//! Commands that arrive together in one read: the broker finishes a run of FINs under one
+//! channel lock and hands out messages in batches, and none of that may show on the wire.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use nsq_proto::{
+    Channel, ClientCodec, Command, ErrorCode, Frame, Message, MessageId, Response, Topic, MAGIC_V2,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::{Decoder, Encoder};
+
+struct Client {
+    stream: TcpStream,
+    buf: BytesMut,
+    codec: ClientCodec,
+}
+
+impl Client {
+    async fn connect(addr: std::net::SocketAddr) -> Self {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(&MAGIC_V2).await.expect("magic");
+        Self {
+            stream,
+            buf: BytesMut::new(),
+            codec: ClientCodec::new(),
+        }
+    }
+
+    /// Sends all of `cmds` in one write.
+    async fn send(&mut self, cmds: Vec<Command>) {
+        let mut out = BytesMut::new();
+        for cmd in cmds {
+            self.codec.encode(cmd, &mut out).expect("encode");
+        }
+        self.stream.write_all(&out).await.expect("write");
+    }
+
+    async fn next(&mut self) -> Frame {
+        loop {
+            if let Some(frame) = self.codec.decode(&mut self.buf).expect("decode") {
+                return frame;
+            }
+            let read =
+                tokio::time::timeout(Duration::from_secs(5), self.stream.read_buf(&mut self.buf))
+                    .await
+                    .expect("a frame within 5 s")
+                    .expect("read");
+            assert_ne!(read, 0, "connection closed");
+        }
+    }
+
+    async fn message(&mut self) -> Message {
+        match self.next().await {
+            Frame::Message(msg) => msg,
+            other => panic!("wanted a message, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_run_of_fins_with_failures_answers_each_failure_in_order() {
+    let nsqd = nsq_server_lite::Nsqd::start().await.expect("start");
+    let topic = Topic::new("pipelined").unwrap();
+    let channel = Channel::new("ch").unwrap();
+
+    let mut producer = Client::connect(nsqd.tcp_addr()).await;
+    let bodies = (0..10).map(|i| Bytes::from(format!("m{i}"))).collect();
+    producer
+        .send(vec![Command::Mpub {
+            topic: topic.clone(),
+            bodies,
+        }])
+        .await;
+    assert_eq!(producer.next().await, Frame::Response(Response::Ok));
+
+    let mut consumer = Client::connect(nsqd.tcp_addr()).await;
+    consumer
+        .send(vec![
+            Command::Sub {
+                topic: topic.clone(),
+                channel: channel.clone(),
+            },
+            Command::Rdy(10),
+        ])
+        .await;
+    assert_eq!(consumer.next().await, Frame::Response(Response::Ok));
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let msg = consumer.message().await;
+        assert_eq!(msg.body, format!("m{i}"));
+        ids.push(msg.id);
+    }
+
+    // One write: FINs with an unknown ID and a repeated one among them, then CLS.
+    let unknown = MessageId::from_u64(7);
+    let mut cmds = vec![Command::Fin(ids[0]), Command::Fin(unknown)];
+    cmds.extend(ids[1..].iter().map(|id| Command::Fin(*id)));
+    cmds.push(Command::Fin(ids[1]));
+    cmds.push(Command::Cls);
+    consumer.send(cmds).await;
+
+    for id in [unknown, ids[1]] {
+        match consumer.next().await {
+            Frame::Error(err) => {
+                assert_eq!(err.code, ErrorCode::FinFailed);
+                assert_eq!(
+                    err.to_string(),
+                    format!("E_FIN_FAILED FIN {id} failed ID not in flight")
+                );
+            }
+            other => panic!("wanted E_FIN_FAILED for {id}, got {other:?}"),
+        }
+    }
+    assert_eq!(consumer.next().await, Frame::Response(Response::CloseWait));
+
+    let stats = nsqd.stats();
+    let ch = stats.channel("pipelined", "ch").expect("channel stats");
+    assert_eq!((ch.depth, ch.in_flight_count), (0, 0));
+    assert_eq!(ch.clients[0].finish_count, 10);
+    nsqd.shutdown().await;
+}
+
+#[tokio::test]
+async fn messages_freed_by_a_run_of_fins_go_out_in_order() {
+    let nsqd = nsq_server_lite::Nsqd::start().await.expect("start");
+    let topic = Topic::new("refill").unwrap();
+    let mut producer = Client::connect(nsqd.tcp_addr()).await;
+    let bodies = (0..1000).map(|i| Bytes::from(format!("m{i}"))).collect();
+    producer
+        .send(vec![Command::Mpub {
+            topic: topic.clone(),
+            bodies,
+        }])
+        .await;
+    assert_eq!(producer.next().await, Frame::Response(Response::Ok));
+
+    let mut consumer = Client::connect(nsqd.tcp_addr()).await;
+    consumer
+        .send(vec![
+            Command::Sub {
+                topic,
+                channel: Channel::new("ch").unwrap(),
+            },
+            Command::Rdy(50),
+        ])
+        .await;
+    assert_eq!(consumer.next().await, Frame::Response(Response::Ok));
+    let mut next = 0;
+    while next < 1000 {
+        // Take what the window holds, then finish it all in one write.
+        let mut fins = Vec::new();
+        for _ in 0..50.min(1000 - next) {
+            let msg = consumer.message().await;
+            assert_eq!(msg.body, format!("m{next}"));
+            assert_eq!(msg.attempts, 1);
+            next += 1;
+            fins.push(Command::Fin(msg.id));
+        }
+        consumer.send(fins).await;
+    }
+    consumer.send(vec![Command::Nop, Command::Cls]).await;
+    assert_eq!(consumer.next().await, Frame::Response(Response::CloseWait));
+    let stats = nsqd.stats();
+    let ch = stats.channel("refill", "ch").expect("channel stats");
+    assert_eq!((ch.depth, ch.in_flight_count), (0, 0));
+    assert_eq!(ch.clients[0].finish_count, 1000);
+    nsqd.shutdown().await;
+}
