@@ -8,7 +8,8 @@
 //! drains.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -59,7 +60,7 @@ impl Consumer {
 struct InFlight {
     msg: Message,
     client: u64,
-    /// The key of this message's entry in `timeouts`.
+    /// This message's live entry in `timeouts`.
     deadline: (Instant, u64),
     delivered: Instant,
 }
@@ -88,12 +89,44 @@ impl Ord for Deferred {
     }
 }
 
+/// Hashes the broker's own message IDs: they are unique by construction, so a fast mix of
+/// their bytes spreads them well. A client only looks IDs up (FIN, REQ, TOUCH) and cannot add
+/// any, so it cannot crowd the table with colliding keys.
+#[derive(Debug, Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(26) ^ u64::from_le_bytes(word)).wrapping_mul(K);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write(&n.to_le_bytes());
+    }
+
+    fn finish(&self) -> u64 {
+        // hashbrown takes its control bits from the top: fold the low bits in.
+        self.0 ^ (self.0 >> 29)
+    }
+}
+
+/// An in-flight deadline: when, a sequence number that makes it unique, and whose.
+type Deadline = Reverse<((Instant, u64), MessageId)>;
+
 #[derive(Debug, Default)]
 struct ChannelState {
     queue: VecDeque<Message>,
     deferred: BinaryHeap<Reverse<Deferred>>,
-    in_flight: HashMap<MessageId, InFlight>,
-    timeouts: BTreeMap<(Instant, u64), MessageId>,
+    in_flight: HashMap<MessageId, InFlight, BuildHasherDefault<IdHasher>>,
+    /// In-flight deadlines, earliest first. FIN, REQ and TOUCH leave the old entry behind: an
+    /// entry counts only while it matches its message's `InFlight::deadline`, and the stale
+    /// ones are dropped when they come due or when they outnumber the live ones.
+    timeouts: BinaryHeap<Deadline>,
     consumers: Vec<(u64, Consumer)>,
     cursor: usize,
     seq: u64,
@@ -227,6 +260,7 @@ impl Channel {
                 failed.push((msg_id, e));
             }
         }
+        st.compact_timeouts();
         st.dispatch(Instant::now());
         failed
     }
@@ -240,6 +274,7 @@ impl Channel {
         let now = Instant::now();
         let mut st = self.lock();
         let entry = st.take_in_flight(id, msg_id)?;
+        st.compact_timeouts();
         st.requeue_count += 1;
         if delay.is_zero() {
             st.queue.push_back(entry.msg);
@@ -260,9 +295,9 @@ impl Channel {
         let entry = st.owned_mut(id, msg_id)?;
         let cap = entry.delivered + self.limits.max_msg_timeout;
         let new_deadline = (now + msg_timeout).min(cap);
-        let old = std::mem::replace(&mut entry.deadline, (new_deadline, seq));
-        st.timeouts.remove(&old);
-        st.timeouts.insert((new_deadline, seq), msg_id);
+        entry.deadline = (new_deadline, seq);
+        st.timeouts.push(Reverse(((new_deadline, seq), msg_id)));
+        st.compact_timeouts();
         Ok(())
     }
 
@@ -270,13 +305,17 @@ impl Channel {
     pub(crate) fn scan(&self, now: Instant) {
         let mut st = self.lock();
         let mut changed = false;
-        while let Some((&key, _)) = st.timeouts.first_key_value() {
-            if key.0 > now {
-                break;
-            }
-            let Some(msg_id) = st.timeouts.remove(&key) else {
+        while st.timeouts.peek().is_some_and(|d| d.0 .0 .0 <= now) {
+            let Some(Reverse((key, msg_id))) = st.timeouts.pop() else {
                 break;
             };
+            let live = st
+                .in_flight
+                .get(&msg_id)
+                .is_some_and(|entry| entry.deadline == key);
+            if !live {
+                continue;
+            }
             if let Some(entry) = st.in_flight.remove(&msg_id) {
                 if let Some(c) = st.consumer_mut(entry.client) {
                     c.in_flight = c.in_flight.saturating_sub(1);
@@ -383,17 +422,35 @@ impl ChannelState {
     }
 
     /// Removes an in-flight message this consumer owns and frees its slot in the window.
+    /// Its entry in `timeouts` goes stale.
     fn take_in_flight(&mut self, id: u64, msg_id: MessageId) -> Result<InFlight, OwnershipError> {
-        self.owned_mut(id, msg_id)?;
-        let entry = self
-            .in_flight
-            .remove(&msg_id)
-            .ok_or(OwnershipError::NotInFlight)?;
-        self.timeouts.remove(&entry.deadline);
+        let entry = match self.in_flight.entry(msg_id) {
+            std::collections::hash_map::Entry::Vacant(_) => {
+                return Err(OwnershipError::NotInFlight)
+            }
+            std::collections::hash_map::Entry::Occupied(e) if e.get().client != id => {
+                return Err(OwnershipError::NotOwner)
+            }
+            std::collections::hash_map::Entry::Occupied(e) => e.remove(),
+        };
         if let Some(c) = self.consumer_mut(id) {
             c.in_flight = c.in_flight.saturating_sub(1);
         }
         Ok(entry)
+    }
+
+    /// Drops the stale entries of `timeouts` once they outnumber the live ones (plus some
+    /// slack), so the heap stays within a constant factor of the in-flight count.
+    fn compact_timeouts(&mut self) {
+        if self.timeouts.len() <= 2 * self.in_flight.len() + 4096 {
+            return;
+        }
+        let in_flight = &self.in_flight;
+        self.timeouts.retain(|Reverse((key, msg_id))| {
+            in_flight
+                .get(msg_id)
+                .is_some_and(|entry| entry.deadline == *key)
+        });
     }
 
     /// Hands queued messages to ready consumers, one each in turn, then gives each consumer's
@@ -452,7 +509,7 @@ impl ChannelState {
             consumer.in_flight += 1;
             let client = *id;
             consumer.outbox.push(msg.clone());
-            self.timeouts.insert(deadline, msg.id);
+            self.timeouts.push(Reverse((deadline, msg.id)));
             self.in_flight.insert(
                 msg.id,
                 InFlight {

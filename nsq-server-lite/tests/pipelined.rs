@@ -168,3 +168,63 @@ async fn messages_freed_by_a_run_of_fins_go_out_in_order() {
     assert_eq!(ch.clients[0].finish_count, 1000);
     nsqd.shutdown().await;
 }
+
+#[tokio::test]
+async fn touch_and_timeout_still_hold_after_thousands_of_fins() {
+    let nsqd = nsq_server_lite::Nsqd::builder()
+        .msg_timeout(Duration::from_secs(1))
+        .start()
+        .await
+        .expect("start");
+    let topic = Topic::new("timeouts").unwrap();
+    let mut producer = Client::connect(nsqd.tcp_addr()).await;
+    let bodies = (0..5001).map(|i| Bytes::from(format!("m{i}"))).collect();
+    producer
+        .send(vec![Command::Mpub {
+            topic: topic.clone(),
+            bodies,
+        }])
+        .await;
+    assert_eq!(producer.next().await, Frame::Response(Response::Ok));
+
+    let mut consumer = Client::connect(nsqd.tcp_addr()).await;
+    consumer
+        .send(vec![
+            Command::Sub {
+                topic,
+                channel: Channel::new("ch").unwrap(),
+            },
+            Command::Rdy(2500),
+        ])
+        .await;
+    assert_eq!(consumer.next().await, Frame::Response(Response::Ok));
+    // Finish everything but the first message, so that far more deadlines go stale than stay.
+    let mut held = None;
+    for i in 0..5001 {
+        let msg = consumer.message().await;
+        assert_eq!(msg.body, format!("m{i}"));
+        if i == 0 {
+            held = Some(msg.id);
+        } else {
+            consumer.send(vec![Command::Fin(msg.id)]).await;
+        }
+    }
+    let held = held.expect("the first message");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    consumer.send(vec![Command::Touch(held)]).await;
+    let touched = tokio::time::Instant::now();
+
+    // The message comes back once, after the deadline TOUCH set and not the first one.
+    let again = consumer.message().await;
+    assert_eq!((again.id, again.attempts), (held, 2));
+    assert!(
+        touched.elapsed() >= Duration::from_secs(1),
+        "redelivered before the TOUCHed deadline"
+    );
+    consumer.send(vec![Command::Fin(held), Command::Cls]).await;
+    assert_eq!(consumer.next().await, Frame::Response(Response::CloseWait));
+    let stats = nsqd.stats();
+    let ch = stats.channel("timeouts", "ch").expect("channel stats");
+    assert_eq!((ch.depth, ch.in_flight_count, ch.timeout_count), (0, 0, 1));
+    nsqd.shutdown().await;
+}
