@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use bytes::{BufMut, BytesMut};
 use nsq_proto::{Channel as ChannelName, Message, MessageId, Topic as TopicName};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -42,8 +43,10 @@ impl OwnershipError {
 pub(crate) struct Consumer {
     pub(crate) info: Arc<ClientInfo>,
     pub(crate) tx: mpsc::UnboundedSender<Outbound>,
-    /// Messages given to this consumer by the dispatch under way, sent to its writer together.
-    pub(crate) outbox: Vec<Message>,
+    /// The message frames given to this consumer by the dispatch under way, encoded, and how
+    /// many; sent to its writer together.
+    pub(crate) outbox: BytesMut,
+    pub(crate) outbox_count: u64,
     pub(crate) ready: u32,
     pub(crate) in_flight: u32,
     pub(crate) sample_rate: u8,
@@ -395,6 +398,19 @@ impl Channel {
     }
 }
 
+/// nsqd's frame type of a message frame.
+const FRAME_TYPE_MESSAGE: i32 = 2;
+
+/// Appends a message frame (size, type, message) as `Frame::encode` writes it.
+fn encode_message(dst: &mut BytesMut, msg: &Message) {
+    // Bodies are bounded by the codec's limits, far below 4 GiB.
+    let size = 4 + msg.encoded_len();
+    dst.reserve(4 + size);
+    dst.put_u32(size as u32);
+    dst.put_i32(FRAME_TYPE_MESSAGE);
+    msg.encode(dst);
+}
+
 impl ChannelState {
     fn next_seq(&mut self) -> u64 {
         self.seq += 1;
@@ -461,19 +477,19 @@ impl ChannelState {
         }
         self.deliver(now);
         for (client, consumer) in &mut self.consumers {
-            if consumer.outbox.is_empty() {
+            if consumer.outbox_count == 0 {
                 continue;
             }
-            let msgs = std::mem::take(&mut consumer.outbox);
-            consumer
-                .info
-                .message_count
-                .fetch_add(msgs.len() as u64, Ordering::Relaxed);
+            let frames = consumer.outbox.split().freeze();
+            consumer.info.message_count.fetch_add(
+                std::mem::take(&mut consumer.outbox_count),
+                Ordering::Relaxed,
+            );
             // The window is full after the last of them: the writer flushes at once.
             let flush = !consumer.is_ready();
             if consumer
                 .tx
-                .send(Outbound::Messages { msgs, flush })
+                .send(Outbound::Messages { frames, flush })
                 .is_err()
             {
                 // The connection is gone; the messages wait out their timeout like any other
@@ -508,7 +524,10 @@ impl ChannelState {
             let deadline = (now + consumer.msg_timeout, seq);
             consumer.in_flight += 1;
             let client = *id;
-            consumer.outbox.push(msg.clone());
+            // Encoded here, so that the body's shared buffer is not reference-counted from two
+            // threads (this one and the writer's) for every message.
+            encode_message(&mut consumer.outbox, &msg);
+            consumer.outbox_count += 1;
             self.timeouts.push(Reverse((deadline, msg.id)));
             self.in_flight.insert(
                 msg.id,

@@ -456,7 +456,8 @@ impl Conn {
             let consumer = Consumer {
                 info: self.info.clone(),
                 tx: self.tx.clone(),
-                outbox: Vec::new(),
+                outbox: BytesMut::new(),
+                outbox_count: 0,
                 ready: 0,
                 in_flight: 0,
                 sample_rate: self.sample_rate,
@@ -786,15 +787,8 @@ async fn write_loop_inner(
                             encode(&mut buf, &Frame::Error(e))?;
                             flush_now = true;
                         }
-                        Outbound::Messages { msgs, flush } => {
-                            for msg in msgs {
-                                encode(&mut buf, &Frame::Message(msg))?;
-                                if buf.len() >= cfg.output_buffer_size {
-                                    // The output buffer is full: nsqd's bufio writer flushes.
-                                    write_out(&mut wr, &mut buf, cfg.heartbeat_interval).await?;
-                                    flush_at = None;
-                                }
-                            }
+                        Outbound::Messages { frames, flush } => {
+                            buf.extend_from_slice(&frames);
                             match cfg.output_buffer_timeout {
                                 _ if flush => flush_now = true,
                                 None => flush_now = true,
