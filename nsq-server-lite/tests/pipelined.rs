@@ -59,14 +59,12 @@ impl Client {
     }
 }
 
-#[tokio::test]
-async fn a_run_of_fins_with_failures_answers_each_failure_in_order() {
-    let nsqd = nsq_server_lite::Nsqd::start().await.expect("start");
-    let topic = Topic::new("pipelined").unwrap();
-    let channel = Channel::new("ch").unwrap();
-
+/// Publishes `count` messages `m0`, `m1`, ... to `topic` and returns a consumer subscribed to
+/// its channel `ch` with `RDY rdy`, its SUB answered.
+async fn filled(nsqd: &nsq_server_lite::Nsqd, topic: &str, count: usize, rdy: u32) -> Client {
+    let topic = Topic::new(topic).unwrap();
     let mut producer = Client::connect(nsqd.tcp_addr()).await;
-    let bodies = (0..10).map(|i| Bytes::from(format!("m{i}"))).collect();
+    let bodies = (0..count).map(|i| Bytes::from(format!("m{i}"))).collect();
     producer
         .send(vec![Command::Mpub {
             topic: topic.clone(),
@@ -79,13 +77,31 @@ async fn a_run_of_fins_with_failures_answers_each_failure_in_order() {
     consumer
         .send(vec![
             Command::Sub {
-                topic: topic.clone(),
-                channel: channel.clone(),
+                topic,
+                channel: Channel::new("ch").unwrap(),
             },
-            Command::Rdy(10),
+            Command::Rdy(rdy),
         ])
         .await;
     assert_eq!(consumer.next().await, Frame::Response(Response::Ok));
+    consumer
+}
+
+/// Channel `ch` of `topic` is empty with nothing in flight, its one consumer finished
+/// `finished` messages and `timed_out` timed out; then the broker stops.
+async fn assert_drained(nsqd: nsq_server_lite::Nsqd, topic: &str, finished: u64, timed_out: u64) {
+    let stats = nsqd.stats();
+    let ch = stats.channel(topic, "ch").expect("channel stats");
+    assert_eq!((ch.depth, ch.in_flight_count), (0, 0));
+    assert_eq!(ch.clients[0].finish_count, finished);
+    assert_eq!(ch.timeout_count, timed_out);
+    nsqd.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_run_of_fins_with_failures_answers_each_failure_in_order() {
+    let nsqd = nsq_server_lite::Nsqd::start().await.expect("start");
+    let mut consumer = filled(&nsqd, "pipelined", 10, 10).await;
     let mut ids = Vec::new();
     for i in 0..10 {
         let msg = consumer.message().await;
@@ -114,39 +130,13 @@ async fn a_run_of_fins_with_failures_answers_each_failure_in_order() {
         }
     }
     assert_eq!(consumer.next().await, Frame::Response(Response::CloseWait));
-
-    let stats = nsqd.stats();
-    let ch = stats.channel("pipelined", "ch").expect("channel stats");
-    assert_eq!((ch.depth, ch.in_flight_count), (0, 0));
-    assert_eq!(ch.clients[0].finish_count, 10);
-    nsqd.shutdown().await;
+    assert_drained(nsqd, "pipelined", 10, 0).await;
 }
 
 #[tokio::test]
 async fn messages_freed_by_a_run_of_fins_go_out_in_order() {
     let nsqd = nsq_server_lite::Nsqd::start().await.expect("start");
-    let topic = Topic::new("refill").unwrap();
-    let mut producer = Client::connect(nsqd.tcp_addr()).await;
-    let bodies = (0..1000).map(|i| Bytes::from(format!("m{i}"))).collect();
-    producer
-        .send(vec![Command::Mpub {
-            topic: topic.clone(),
-            bodies,
-        }])
-        .await;
-    assert_eq!(producer.next().await, Frame::Response(Response::Ok));
-
-    let mut consumer = Client::connect(nsqd.tcp_addr()).await;
-    consumer
-        .send(vec![
-            Command::Sub {
-                topic,
-                channel: Channel::new("ch").unwrap(),
-            },
-            Command::Rdy(50),
-        ])
-        .await;
-    assert_eq!(consumer.next().await, Frame::Response(Response::Ok));
+    let mut consumer = filled(&nsqd, "refill", 1000, 50).await;
     let mut next = 0;
     while next < 1000 {
         // Take what the window holds, then finish it all in one write.
@@ -162,11 +152,7 @@ async fn messages_freed_by_a_run_of_fins_go_out_in_order() {
     }
     consumer.send(vec![Command::Nop, Command::Cls]).await;
     assert_eq!(consumer.next().await, Frame::Response(Response::CloseWait));
-    let stats = nsqd.stats();
-    let ch = stats.channel("refill", "ch").expect("channel stats");
-    assert_eq!((ch.depth, ch.in_flight_count), (0, 0));
-    assert_eq!(ch.clients[0].finish_count, 1000);
-    nsqd.shutdown().await;
+    assert_drained(nsqd, "refill", 1000, 0).await;
 }
 
 #[tokio::test]
@@ -176,28 +162,7 @@ async fn touch_and_timeout_still_hold_after_thousands_of_fins() {
         .start()
         .await
         .expect("start");
-    let topic = Topic::new("timeouts").unwrap();
-    let mut producer = Client::connect(nsqd.tcp_addr()).await;
-    let bodies = (0..5001).map(|i| Bytes::from(format!("m{i}"))).collect();
-    producer
-        .send(vec![Command::Mpub {
-            topic: topic.clone(),
-            bodies,
-        }])
-        .await;
-    assert_eq!(producer.next().await, Frame::Response(Response::Ok));
-
-    let mut consumer = Client::connect(nsqd.tcp_addr()).await;
-    consumer
-        .send(vec![
-            Command::Sub {
-                topic,
-                channel: Channel::new("ch").unwrap(),
-            },
-            Command::Rdy(2500),
-        ])
-        .await;
-    assert_eq!(consumer.next().await, Frame::Response(Response::Ok));
+    let mut consumer = filled(&nsqd, "timeouts", 5001, 2500).await;
     // Finish everything but the first message, so that far more deadlines go stale than stay.
     let mut held = None;
     for i in 0..5001 {
@@ -223,8 +188,5 @@ async fn touch_and_timeout_still_hold_after_thousands_of_fins() {
     );
     consumer.send(vec![Command::Fin(held), Command::Cls]).await;
     assert_eq!(consumer.next().await, Frame::Response(Response::CloseWait));
-    let stats = nsqd.stats();
-    let ch = stats.channel("timeouts", "ch").expect("channel stats");
-    assert_eq!((ch.depth, ch.in_flight_count, ch.timeout_count), (0, 0, 1));
-    nsqd.shutdown().await;
+    assert_drained(nsqd, "timeouts", 5001, 1).await;
 }

@@ -191,16 +191,21 @@ impl Running {
     }
 }
 
+/// A multi-thread runtime of `threads` workers named `name` (as `perf` shows them).
+fn runtime(threads: usize, name: &str) -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("{name} runtime: {e}"))
+}
+
 /// Starts a broker whose memory queues hold `queue` messages.
 fn start(kind: Kind, opts: &Opts, queue: u64) -> Result<Option<Running>, String> {
     match kind {
         Kind::Lite => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(opts.lite_threads)
-                .thread_name("lite-broker")
-                .enable_all()
-                .build()
-                .map_err(|e| format!("lite runtime: {e}"))?;
+            let rt = runtime(opts.lite_threads, "lite-broker")?;
             let nsqd = rt
                 .block_on(
                     nsq_server_lite::Nsqd::builder()
@@ -389,21 +394,16 @@ async fn channel_stats(
     if let Some(data) = stats.get_mut("data") {
         stats = data.take();
     }
-    let topic_stats = stats["topics"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|t| t["topic_name"] == topic)
-        .cloned()
+    let topic_stats = named(&stats["topics"], "topic_name", topic)
         .ok_or_else(|| format!("no topic {topic} in /stats"))?;
-    let channel = topic_stats["channels"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c["channel_name"] == CHANNEL)
-        .cloned()
+    let channel = named(&topic_stats["channels"], "channel_name", CHANNEL)
         .ok_or_else(|| format!("no channel {topic}/{CHANNEL} in /stats"))?;
-    Ok((channel, topic_stats["depth"].as_i64().unwrap_or(-1)))
+    Ok((channel.clone(), num(topic_stats, "depth")))
+}
+
+/// The entry of a JSON list whose `key` is `name`.
+fn named<'a>(list: &'a serde_json::Value, key: &str, name: &str) -> Option<&'a serde_json::Value> {
+    list.as_array()?.iter().find(|v| v[key] == name)
 }
 
 /// Polls `/stats` until `check` accepts the channel (and topic depth), for up to 30 s.
@@ -584,12 +584,7 @@ fn main() -> ExitCode {
 type Samples = BTreeMap<(u8, usize), BTreeMap<Kind, Vec<f64>>>;
 
 fn run(opts: &Opts) -> Result<(), String> {
-    let gen = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(opts.gen_threads)
-        .thread_name("load-gen")
-        .enable_all()
-        .build()
-        .map_err(|e| format!("load generator runtime: {e}"))?;
+    let gen = runtime(opts.gen_threads, "load-gen")?;
     // Twice the messages of one scenario, and never less than nsqd's default.
     let queue = (opts.msgs + opts.batch as u64) * 2;
     let mut brokers = Vec::new();
