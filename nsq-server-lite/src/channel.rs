@@ -8,11 +8,13 @@
 //! drains.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use bytes::{BufMut, BytesMut};
 use nsq_proto::{Channel as ChannelName, Message, MessageId, Topic as TopicName};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -41,6 +43,10 @@ impl OwnershipError {
 pub(crate) struct Consumer {
     pub(crate) info: Arc<ClientInfo>,
     pub(crate) tx: mpsc::UnboundedSender<Outbound>,
+    /// The message frames given to this consumer by the dispatch under way, encoded, and how
+    /// many; sent to its writer together.
+    pub(crate) outbox: BytesMut,
+    pub(crate) outbox_count: u64,
     pub(crate) ready: u32,
     pub(crate) in_flight: u32,
     pub(crate) sample_rate: u8,
@@ -57,7 +63,7 @@ impl Consumer {
 struct InFlight {
     msg: Message,
     client: u64,
-    /// The key of this message's entry in `timeouts`.
+    /// This message's live entry in `timeouts`.
     deadline: (Instant, u64),
     delivered: Instant,
 }
@@ -86,12 +92,44 @@ impl Ord for Deferred {
     }
 }
 
+/// Hashes the broker's own message IDs: they are unique by construction, so a fast mix of
+/// their bytes spreads them well. A client only looks IDs up (FIN, REQ, TOUCH) and cannot add
+/// any, so it cannot crowd the table with colliding keys.
+#[derive(Debug, Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(26) ^ u64::from_le_bytes(word)).wrapping_mul(K);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write(&n.to_le_bytes());
+    }
+
+    fn finish(&self) -> u64 {
+        // hashbrown takes its control bits from the top: fold the low bits in.
+        self.0 ^ (self.0 >> 29)
+    }
+}
+
+/// An in-flight deadline: when, a sequence number that makes it unique, and whose.
+type Deadline = Reverse<((Instant, u64), MessageId)>;
+
 #[derive(Debug, Default)]
 struct ChannelState {
     queue: VecDeque<Message>,
     deferred: BinaryHeap<Reverse<Deferred>>,
-    in_flight: HashMap<MessageId, InFlight>,
-    timeouts: BTreeMap<(Instant, u64), MessageId>,
+    in_flight: HashMap<MessageId, InFlight, BuildHasherDefault<IdHasher>>,
+    /// In-flight deadlines, earliest first. FIN, REQ and TOUCH leave the old entry behind: an
+    /// entry counts only while it matches its message's `InFlight::deadline`, and the stale
+    /// ones are dropped when they come due or when they outnumber the live ones.
+    timeouts: BinaryHeap<Deadline>,
     consumers: Vec<(u64, Consumer)>,
     cursor: usize,
     seq: u64,
@@ -212,11 +250,24 @@ impl Channel {
         st.dispatch(Instant::now());
     }
 
-    pub(crate) fn finish(&self, id: u64, msg_id: MessageId) -> Result<(), OwnershipError> {
+    /// Finishes messages in order under one lock, then delivers into the freed room once.
+    /// Returns the failures, in order, with their IDs; finishing goes on past a failure, as a
+    /// failed FIN is not fatal.
+    pub(crate) fn finish_many(
+        &self,
+        id: u64,
+        msg_ids: &[MessageId],
+    ) -> Vec<(MessageId, OwnershipError)> {
+        let mut failed = Vec::new();
         let mut st = self.lock();
-        st.take_in_flight(id, msg_id)?;
+        for &msg_id in msg_ids {
+            if let Err(e) = st.take_in_flight(id, msg_id) {
+                failed.push((msg_id, e));
+            }
+        }
+        st.compact_timeouts();
         st.dispatch(Instant::now());
-        Ok(())
+        failed
     }
 
     pub(crate) fn requeue(
@@ -228,6 +279,7 @@ impl Channel {
         let now = Instant::now();
         let mut st = self.lock();
         let entry = st.take_in_flight(id, msg_id)?;
+        st.compact_timeouts();
         st.requeue_count += 1;
         if delay.is_zero() {
             st.queue.push_back(entry.msg);
@@ -248,9 +300,9 @@ impl Channel {
         let entry = st.owned_mut(id, msg_id)?;
         let cap = entry.delivered + self.limits.max_msg_timeout;
         let new_deadline = (now + msg_timeout).min(cap);
-        let old = std::mem::replace(&mut entry.deadline, (new_deadline, seq));
-        st.timeouts.remove(&old);
-        st.timeouts.insert((new_deadline, seq), msg_id);
+        entry.deadline = (new_deadline, seq);
+        st.timeouts.push(Reverse(((new_deadline, seq), msg_id)));
+        st.compact_timeouts();
         Ok(())
     }
 
@@ -258,13 +310,17 @@ impl Channel {
     pub(crate) fn scan(&self, now: Instant) {
         let mut st = self.lock();
         let mut changed = false;
-        while let Some((&key, _)) = st.timeouts.first_key_value() {
-            if key.0 > now {
-                break;
-            }
-            let Some(msg_id) = st.timeouts.remove(&key) else {
+        while st.timeouts.peek().is_some_and(|d| d.0 .0 .0 <= now) {
+            let Some(Reverse((key, msg_id))) = st.timeouts.pop() else {
                 break;
             };
+            let live = st
+                .in_flight
+                .get(&msg_id)
+                .is_some_and(|entry| entry.deadline == key);
+            if !live {
+                continue;
+            }
             if let Some(entry) = st.in_flight.remove(&msg_id) {
                 if let Some(c) = st.consumer_mut(entry.client) {
                     c.in_flight = c.in_flight.saturating_sub(1);
@@ -344,6 +400,19 @@ impl Channel {
     }
 }
 
+/// nsqd's frame type of a message frame.
+const FRAME_TYPE_MESSAGE: i32 = 2;
+
+/// Appends a message frame (size, type, message) as `Frame::encode` writes it.
+fn encode_message(dst: &mut BytesMut, msg: &Message) {
+    // Bodies are bounded by the codec's limits, far below 4 GiB.
+    let size = 4 + msg.encoded_len();
+    dst.reserve(4 + size);
+    dst.put_u32(size as u32);
+    dst.put_i32(FRAME_TYPE_MESSAGE);
+    msg.encode(dst);
+}
+
 impl ChannelState {
     fn next_seq(&mut self) -> u64 {
         self.seq += 1;
@@ -371,24 +440,69 @@ impl ChannelState {
     }
 
     /// Removes an in-flight message this consumer owns and frees its slot in the window.
+    /// Its entry in `timeouts` goes stale.
     fn take_in_flight(&mut self, id: u64, msg_id: MessageId) -> Result<InFlight, OwnershipError> {
-        self.owned_mut(id, msg_id)?;
-        let entry = self
-            .in_flight
-            .remove(&msg_id)
-            .ok_or(OwnershipError::NotInFlight)?;
-        self.timeouts.remove(&entry.deadline);
+        let entry = match self.in_flight.entry(msg_id) {
+            std::collections::hash_map::Entry::Vacant(_) => {
+                return Err(OwnershipError::NotInFlight)
+            }
+            std::collections::hash_map::Entry::Occupied(e) if e.get().client != id => {
+                return Err(OwnershipError::NotOwner)
+            }
+            std::collections::hash_map::Entry::Occupied(e) => e.remove(),
+        };
         if let Some(c) = self.consumer_mut(id) {
             c.in_flight = c.in_flight.saturating_sub(1);
         }
         Ok(entry)
     }
 
-    /// Hands queued messages to ready consumers, one each in turn.
+    /// Drops the stale entries of `timeouts` once they outnumber the live ones (plus some
+    /// slack), so the heap stays within a constant factor of the in-flight count.
+    fn compact_timeouts(&mut self) {
+        if self.timeouts.len() <= 2 * self.in_flight.len() + 4096 {
+            return;
+        }
+        let in_flight = &self.in_flight;
+        self.timeouts.retain(|Reverse((key, msg_id))| {
+            in_flight
+                .get(msg_id)
+                .is_some_and(|entry| entry.deadline == *key)
+        });
+    }
+
+    /// Hands queued messages to ready consumers, one each in turn, then gives each consumer's
+    /// writer its share in one piece.
     fn dispatch(&mut self, now: Instant) {
         if self.paused || self.consumers.is_empty() {
             return;
         }
+        self.deliver(now);
+        for (client, consumer) in &mut self.consumers {
+            if consumer.outbox_count == 0 {
+                continue;
+            }
+            let frames = consumer.outbox.split().freeze();
+            consumer.info.message_count.fetch_add(
+                std::mem::take(&mut consumer.outbox_count),
+                Ordering::Relaxed,
+            );
+            // The window is full after the last of them: the writer flushes at once.
+            let flush = !consumer.is_ready();
+            if consumer
+                .tx
+                .send(Outbound::Messages { frames, flush })
+                .is_err()
+            {
+                // The connection is gone; the messages wait out their timeout like any other
+                // in-flight message of a dropped connection.
+                tracing::debug!(client, "delivery to a closed connection");
+            }
+        }
+    }
+
+    /// The choosing part of [`ChannelState::dispatch`]: fills the consumers' outboxes.
+    fn deliver(&mut self, now: Instant) {
         while !self.queue.is_empty() {
             let n = self.consumers.len();
             let Some(i) = (0..n)
@@ -411,19 +525,12 @@ impl ChannelState {
             let (id, consumer) = &mut self.consumers[i];
             let deadline = (now + consumer.msg_timeout, seq);
             consumer.in_flight += 1;
-            let flush = !consumer.is_ready();
-            consumer.info.message_count.fetch_add(1, Ordering::Relaxed);
             let client = *id;
-            let sent = consumer.tx.send(Outbound::Message {
-                msg: msg.clone(),
-                flush,
-            });
-            if sent.is_err() {
-                // The connection is gone; the message waits out its timeout like any other
-                // in-flight message of a dropped connection.
-                tracing::debug!(client, "delivery to a closed connection");
-            }
-            self.timeouts.insert(deadline, msg.id);
+            // Encoded here, so that the body's shared buffer is not reference-counted from two
+            // threads (this one and the writer's) for every message.
+            encode_message(&mut consumer.outbox, &msg);
+            consumer.outbox_count += 1;
+            self.timeouts.push(Reverse((deadline, msg.id)));
             self.in_flight.insert(
                 msg.id,
                 InFlight {

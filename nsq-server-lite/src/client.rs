@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, MutexGuard};
 
-use nsq_proto::{Message, Response, ServerError};
+use bytes::Bytes;
+use nsq_proto::{Response, ServerError};
 use tokio::io::WriteHalf;
 use tokio::sync::oneshot;
 
@@ -88,9 +89,10 @@ pub(crate) enum Outbound {
     Response(Response),
     /// An error frame; flushed at once.
     Error(ServerError),
-    /// A message frame; buffered, flushed when `flush` (the client's window is now full), when
-    /// the output buffer fills or on the output buffer timer.
-    Message { msg: Message, flush: bool },
+    /// Encoded message frames, in order; buffered, flushed after the last when `flush` (the
+    /// client's window is now full), when the output buffer fills, or on the output buffer
+    /// timer.
+    Messages { frames: Bytes, flush: bool },
     /// New heartbeat and buffering settings after IDENTIFY, optionally with a hand-over of the
     /// write half so the reader can upgrade the stream (TLS, compression).
     Reconfigure {

@@ -68,6 +68,8 @@ struct Conn {
     rd: Option<ReadHalf<BoxedIo>>,
     buf: BytesMut,
     codec: ServerCodec,
+    /// A command decoded ahead while gathering FINs, to run next.
+    pending: Option<Result<Command, ProtocolError>>,
     state: State,
     heartbeat: Option<Duration>,
     msg_timeout: Duration,
@@ -105,6 +107,7 @@ impl Conn {
             tx,
             rd: Some(rd),
             buf: BytesMut::with_capacity(16 * 1024),
+            pending: None,
             state: State::Init,
             heartbeat: Some(heartbeat),
             sample_rate: 0,
@@ -156,6 +159,9 @@ impl Conn {
 
     /// The next command; `None` at end of stream or on a read error.
     async fn next_command(&mut self) -> Option<Result<Command, ProtocolError>> {
+        if let Some(next) = self.pending.take() {
+            return Some(next);
+        }
         loop {
             match self.codec.decode(&mut self.buf) {
                 Ok(Some(cmd)) => return Some(Ok(cmd)),
@@ -308,20 +314,35 @@ impl Conn {
                 Flow::Continue
             }
             Command::Fin(id) => {
-                let result = match self.subscribed(verb) {
-                    Ok(channel) => channel.finish(self.info.id, id),
+                // The FINs already read behind this one pass the same checks (a FIN changes no
+                // state), so they are finished together under one channel lock.
+                let mut ids = vec![id];
+                while let Some(next) = self.codec.decode(&mut self.buf).transpose() {
+                    match next {
+                        Ok(Command::Fin(id)) => ids.push(id),
+                        other => {
+                            self.pending = Some(other);
+                            break;
+                        }
+                    }
+                }
+                let channel = match self.subscribed(verb) {
+                    Ok(channel) => channel,
                     Err(err) => return self.fail(err),
                 };
-                match result {
-                    Ok(()) => {
-                        self.info.finish_count.fetch_add(1, Ordering::Relaxed);
-                        Flow::Continue
-                    }
-                    Err(e) => self.fail(ServerError::new(
+                let failed = channel.finish_many(self.info.id, &ids);
+                let done = (ids.len() - failed.len()) as u64;
+                if done > 0 {
+                    self.info.finish_count.fetch_add(done, Ordering::Relaxed);
+                }
+                for (id, e) in failed {
+                    // E_FIN_FAILED is not fatal: every failure gets its own error, in order.
+                    self.fail(ServerError::new(
                         ErrorCode::FinFailed,
                         format!("FIN {id} failed {}", e.as_str()),
-                    )),
+                    ));
                 }
+                Flow::Continue
             }
             Command::Req { id, delay } => {
                 let delay = delay.min(self.broker.opts.limits.max_req_timeout);
@@ -448,6 +469,8 @@ impl Conn {
             let consumer = Consumer {
                 info: self.info.clone(),
                 tx: self.tx.clone(),
+                outbox: BytesMut::new(),
+                outbox_count: 0,
                 ready: 0,
                 in_flight: 0,
                 sample_rate: self.sample_rate,
@@ -795,8 +818,8 @@ async fn write_loop_inner(
                             encode(&mut buf, &Frame::Error(e))?;
                             flush_now = true;
                         }
-                        Outbound::Message { msg, flush } => {
-                            encode(&mut buf, &Frame::Message(msg))?;
+                        Outbound::Messages { frames, flush } => {
+                            buf.extend_from_slice(&frames);
                             match cfg.output_buffer_timeout {
                                 _ if flush => flush_now = true,
                                 None => flush_now = true,
