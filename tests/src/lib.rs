@@ -10,8 +10,10 @@
 //! For the third-party client interop tests: [`broker`] starts the broker under test
 //! (real `nsqd` for now) and reads its stats, [`clients`] runs the go-nsq, pynsq and
 //! nsqjs peers from `tests/peers/`, [`tls`] makes throwaway certificates and [`http`]
-//! is a tiny HTTP client for the brokers' APIs.
+//! is a tiny HTTP client for the brokers' APIs, [`auth`] a tiny auth service for brokers that
+//! require AUTH.
 
+pub mod auth;
 pub mod broker;
 pub mod clients;
 pub mod consume;
