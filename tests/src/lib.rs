@@ -52,6 +52,28 @@ pub fn peer_or_skip(var: &str) -> Option<PathBuf> {
     }
 }
 
+/// Polls `check` every 20 ms until it returns `Ok`, and returns that value.
+///
+/// # Panics
+///
+/// When `check` still fails after `within`, with `what` and its last error.
+pub async fn eventually<F, Fut, T>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(why) if tokio::time::Instant::now() >= deadline => {
+                panic!("{what} within {within:?}: {why}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
 /// A free loopback port: bound once by the OS, then released for the child to take.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

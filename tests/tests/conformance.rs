@@ -24,8 +24,8 @@ use nsq_proto::{
 use nsq_server_lite::auth::{AuthState, Authorization, Permission, StaticAuth};
 use nsq_tests::broker::{Broker, BrokerKind, BrokerOpts};
 use nsq_tests::http;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 use tokio_util::codec::Framed;
 

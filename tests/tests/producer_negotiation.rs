@@ -8,20 +8,17 @@
 //! Each test runs against both brokers (the real one is skipped without `NSQD_BIN`, unless `CI`
 //! is set).
 
-use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
 use nsq_client::proto::Topic;
 use nsq_client::{
-    Compression, ConnectionConfig, Producer, ProducerConfig, PublishError, PublishErrorKind,
-    TlsConfig,
+    Compression, ConnectionConfig, Producer, ProducerConfig, PublishErrorKind, TlsConfig,
 };
 use nsq_server_lite::stats::ClientStats;
 use nsq_tests::broker::{Broker, BrokerKind, BrokerOpts, BrokerTls};
-use nsq_tests::consume;
 use nsq_tests::tls::{TestCerts, SERVER_NAME};
-use tokio::time::Instant;
+use nsq_tests::{consume, eventually};
 
 const KINDS: [BrokerKind; 2] = [BrokerKind::Lite, BrokerKind::RealNsqd];
 const TOPIC: &str = "negotiated";
@@ -100,25 +97,9 @@ fn producer(addr: impl ToString, connection: ConnectionConfig) -> Producer {
     Producer::new(addr.to_string(), config).expect("valid config")
 }
 
-/// Waits until `check` is `Ok` (polling every 20 ms), or fails with its last error.
-async fn eventually<F, Fut, T>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match check().await {
-            Ok(v) => return v,
-            Err(why) if Instant::now() >= deadline => panic!("{what} within {WAIT:?}: {why}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
-}
-
 /// The broker's `/stats` entry for the connected producer whose client_id is `id`.
 async fn producer_stats(broker: &Broker, id: &str) -> ClientStats {
-    eventually(&format!("producer {id} in /stats"), || async {
+    eventually(&format!("producer {id} in /stats"), WAIT, || async {
         let stats = broker.stats().await?;
         stats
             .producers
@@ -208,11 +189,21 @@ async fn each_negotiated_feature_publishes_and_shows_in_stats() {
     }
 }
 
-fn connect_error(err: &PublishError) -> &str {
+/// Publishes through a producer with `connection` and checks that it cannot connect, with an
+/// error that says `expected`, that the body is handed back, and that nothing reached the
+/// broker.
+async fn assert_refused(broker: &Broker, connection: ConnectionConfig, expected: &str) {
+    let p = producer(broker.tcp_addr(), connection);
+    let err = p
+        .publish(&Topic::new(TOPIC).unwrap(), "x")
+        .await
+        .unwrap_err();
     match err.kind() {
-        PublishErrorKind::Connect(why) => why,
+        PublishErrorKind::Connect(why) => assert!(why.contains(expected), "{why}"),
         other => panic!("expected a connect error, got {other:?}: {err}"),
     }
+    assert_eq!(err.into_body().as_deref(), Some(&b"x"[..]));
+    assert_eq!(message_count(broker).await, 0);
 }
 
 #[tokio::test]
@@ -230,31 +221,11 @@ async fn tls_verification_is_on_by_default() {
         let broker = Broker::start(kind, &opts).await.expect("broker starts");
         // Trusts another CA only: the broker's certificate must be rejected.
         let connection = ConnectionConfig::default().tls(TlsConfig::new(strangers.client_config()));
-        let p = producer(broker.tcp_addr(), connection);
-        let err = p
-            .publish(&Topic::new(TOPIC).unwrap(), "x")
-            .await
-            .unwrap_err();
-        let why = connect_error(&err);
-        assert!(
-            why.contains("invalid peer certificate"),
-            "{}: {why}",
-            kind.name()
-        );
-        assert_eq!(err.into_body().as_deref(), Some(&b"x"[..]));
-        assert_eq!(message_count(&broker).await, 0);
-
+        assert_refused(&broker, connection, "invalid peer certificate").await;
         // The right CA, but a name the certificate is not for.
         let connection = ConnectionConfig::default()
             .tls(TlsConfig::new(certs.client_config()).server_name("not-the-broker.invalid"));
-        let p = producer(broker.tcp_addr(), connection);
-        let err = p.ping().await.unwrap_err();
-        let why = connect_error(&err);
-        assert!(
-            why.contains("invalid peer certificate"),
-            "{}: {why}",
-            kind.name()
-        );
+        assert_refused(&broker, connection, "invalid peer certificate").await;
     }
 }
 
@@ -271,18 +242,7 @@ async fn a_broker_requiring_a_client_certificate_refuses_a_producer_without_one(
         }
         let broker = Broker::start(kind, &opts).await.expect("broker starts");
         let connection = ConnectionConfig::default().tls(TlsConfig::new(certs.client_config()));
-        let p = producer(broker.tcp_addr(), connection);
-        let err = p
-            .publish(&Topic::new(TOPIC).unwrap(), "x")
-            .await
-            .unwrap_err();
-        let why = connect_error(&err);
-        assert!(
-            why.contains("CertificateRequired"),
-            "{}: {why}",
-            kind.name()
-        );
-        assert_eq!(message_count(&broker).await, 0, "{}", kind.name());
+        assert_refused(&broker, connection, "CertificateRequired").await;
     }
 }
 
@@ -345,29 +305,12 @@ async fn auth_with_a_wrong_or_no_secret_fails_clearly() {
             continue;
         }
         let broker = auth_broker(kind, service).await;
-        let topic = Topic::new(TOPIC).unwrap();
-
-        let wrong = producer(
-            broker.tcp_addr(),
-            ConnectionConfig::default().auth_secret("not-the-secret"),
-        );
-        let err = wrong.publish(&topic, "x").await.unwrap_err();
-        let why = connect_error(&err);
-        assert!(
-            why.contains("refused the handshake") && why.contains("E_AUTH_FAILED"),
-            "{}: {why}",
-            kind.name()
-        );
-        assert_eq!(err.into_body().as_deref(), Some(&b"x"[..]));
-
-        let none = producer(broker.tcp_addr(), ConnectionConfig::default());
-        let err = none.publish(&topic, "x").await.unwrap_err();
-        let why = connect_error(&err);
+        let wrong = ConnectionConfig::default().auth_secret("not-the-secret");
+        assert_refused(&broker, wrong, "refused the handshake: E_AUTH_FAILED").await;
         let expected = nsq_client::ConnectError::AuthRequired {
             addr: broker.tcp_addr().to_string(),
         }
         .to_string();
-        assert!(why.contains(&expected), "{}: {why}", kind.name());
-        assert_eq!(message_count(&broker).await, 0, "{}", kind.name());
+        assert_refused(&broker, ConnectionConfig::default(), &expected).await;
     }
 }

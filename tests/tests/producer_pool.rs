@@ -23,11 +23,10 @@ use futures::stream::{self, StreamExt};
 use nsq_client::proto::Topic;
 use nsq_client::{ProducerConfig, ProducerPool, PublishError, Strategy};
 use nsq_tests::broker::{Broker, BrokerKind, BrokerOpts, Lookupd};
-use nsq_tests::consume;
 use nsq_tests::http;
 use nsq_tests::proxy::Proxy;
+use nsq_tests::{consume, eventually};
 use tokio::sync::Notify;
-use tokio::time::Instant;
 
 const KINDS: [BrokerKind; 2] = [BrokerKind::Lite, BrokerKind::RealNsqd];
 const TOPIC: &str = "pool";
@@ -35,39 +34,33 @@ const CHANNEL: &str = "c";
 /// How long a condition polled on `/stats` may take to hold.
 const WAIT: Duration = Duration::from_secs(20);
 
-/// Waits until `check` is `Ok` (polling every 20 ms), or fails with its last error.
-async fn eventually<F, Fut, T>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match check().await {
-            Ok(v) => return v,
-            Err(why) if Instant::now() >= deadline => panic!("{what} within {WAIT:?}: {why}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
-}
-
 /// A broker and the proxy clients reach it through.
 struct Node {
     broker: Broker,
     proxy: Proxy,
 }
 
-async fn start_nodes(kind: BrokerKind, n: usize) -> Vec<Node> {
-    let mut nodes = Vec::with_capacity(n);
+/// `n` brokers of `kind` with `opts`, each with the test's channel.
+async fn start_brokers(kind: BrokerKind, n: usize, opts: &BrokerOpts) -> Vec<Broker> {
+    let mut brokers = Vec::with_capacity(n);
     for _ in 0..n {
-        let broker = Broker::start(kind, &BrokerOpts::default())
-            .await
-            .expect("broker starts");
+        let broker = Broker::start(kind, opts).await.expect("broker starts");
         broker.create_channel(TOPIC, CHANNEL).await.unwrap();
+        brokers.push(broker);
+    }
+    brokers
+}
+
+/// `n` brokers behind proxies, and a pool over the proxies.
+async fn proxied_pool(kind: BrokerKind, n: usize, strategy: Strategy) -> (Vec<Node>, ProducerPool) {
+    let mut nodes = Vec::with_capacity(n);
+    for broker in start_brokers(kind, n, &BrokerOpts::default()).await {
         let proxy = Proxy::start(broker.tcp_addr()).await;
         nodes.push(Node { broker, proxy });
     }
-    nodes
+    let addrs = nodes.iter().map(|n| n.proxy.addr().to_string());
+    let pool = ProducerPool::new(addrs, ProducerConfig::default(), strategy).unwrap();
+    (nodes, pool)
 }
 
 /// How many messages the broker's topic has taken.
@@ -88,13 +81,17 @@ async fn message_counts(brokers: &[&Broker]) -> Vec<u64> {
 /// Waits until the broker has no publishing connection left: everything a cut connection had
 /// delivered to it has been taken, so its message count is final.
 async fn until_no_producers(broker: &Broker) {
-    eventually("the cut connections to close at the broker", || async {
-        let stats = broker.stats().await?;
-        match stats.producers.len() {
-            0 => Ok(()),
-            n => Err(format!("{n} producer connections left")),
-        }
-    })
+    eventually(
+        "the cut connections to close at the broker",
+        WAIT,
+        || async {
+            let stats = broker.stats().await?;
+            match stats.producers.len() {
+                0 => Ok(()),
+                n => Err(format!("{n} producer connections left")),
+            }
+        },
+    )
     .await;
 }
 
@@ -111,15 +108,21 @@ struct Published {
 }
 
 /// Publishes bodies `0..n` through `pool` from `publishers` concurrent tasks, each publishing
-/// one body at a time; `at_third` is notified once a third of them were reported `OK`.
-async fn publish_all(
+/// one body at a time; once a third of them were reported `OK`, runs `kill` (publishing goes
+/// on meanwhile) and returns what it returned with what was published.
+async fn publish_all<F, Fut, T>(
     pool: &ProducerPool,
     n: usize,
     publishers: usize,
-    at_third: Arc<Notify>,
-) -> Published {
+    kill: F,
+) -> (Published, T)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = T>,
+{
     let next = Arc::new(AtomicUsize::new(0));
     let oks = Arc::new(AtomicUsize::new(0));
+    let at_third = Arc::new(Notify::new());
     let tasks: Vec<_> = (0..publishers)
         .map(|_| {
             let (pool, next, oks, at_third) =
@@ -148,6 +151,10 @@ async fn publish_all(
             })
         })
         .collect();
+    tokio::time::timeout(WAIT, at_third.notified())
+        .await
+        .expect("a third of the publishes succeed");
+    let killed = kill().await;
     let mut all = Published {
         ok: Vec::new(),
         failed: Vec::new(),
@@ -157,7 +164,7 @@ async fn publish_all(
         all.ok.extend(part.ok);
         all.failed.extend(part.failed);
     }
-    all
+    (all, killed)
 }
 
 fn assert_all_ok(published: &Published, n: usize, what: &str) {
@@ -194,30 +201,16 @@ async fn round_robin_failover(kind: BrokerKind) {
     const N: usize = 30_000;
     const PUBLISHERS: usize = 16;
     let what = kind.name();
-    let nodes = start_nodes(kind, 3).await;
+    let (nodes, pool) = proxied_pool(kind, 3, Strategy::RoundRobin).await;
     let brokers: Vec<&Broker> = nodes.iter().map(|n| &n.broker).collect();
-    let pool = ProducerPool::new(
-        nodes.iter().map(|n| n.proxy.addr().to_string()),
-        ProducerConfig::default(),
-        Strategy::RoundRobin,
-    )
-    .unwrap();
     let victim = 1;
-
-    let at_third = Arc::new(Notify::new());
-    let publishing = {
-        let (pool, at_third) = (pool.clone(), at_third.clone());
-        tokio::spawn(async move { publish_all(&pool, N, PUBLISHERS, at_third).await })
-    };
-    tokio::time::timeout(WAIT, at_third.notified())
-        .await
-        .expect("a third of the publishes succeed");
-    nodes[victim].proxy.kill();
-    // What the victim received before the cut is all it will ever hold.
-    until_no_producers(&nodes[victim].broker).await;
-    let at_kill = message_counts(&brokers).await;
-
-    let published = publishing.await.expect("publishers finished");
+    let (published, at_kill) = publish_all(&pool, N, PUBLISHERS, || async {
+        nodes[victim].proxy.kill();
+        // What the victim received before the cut is all it will ever hold.
+        until_no_producers(&nodes[victim].broker).await;
+        message_counts(&brokers).await
+    })
+    .await;
     assert_all_ok(&published, N, what);
     let after = message_counts(&brokers).await;
     eprintln!("{what}: message counts at the kill {at_kill:?}, at the end {after:?}");
@@ -292,14 +285,8 @@ async fn prefer_first_sends_everything_to_the_first_healthy_broker() {
             continue;
         }
         let what = kind.name();
-        let nodes = start_nodes(kind, 3).await;
+        let (nodes, pool) = proxied_pool(kind, 3, Strategy::PreferFirst).await;
         let brokers: Vec<&Broker> = nodes.iter().map(|n| &n.broker).collect();
-        let pool = ProducerPool::new(
-            nodes.iter().map(|n| n.proxy.addr().to_string()),
-            ProducerConfig::default(),
-            Strategy::PreferFirst,
-        )
-        .unwrap();
 
         publish_range(&pool, 0..M, what).await;
         assert_eq!(message_counts(&brokers).await, [M as u64, 0, 0], "{what}");
@@ -326,38 +313,20 @@ async fn publishes_survive_a_real_nsqd_being_killed() {
     if !kind.available() {
         return;
     }
-    let mut brokers = Vec::new();
-    for _ in 0..3 {
-        let broker = Broker::start(kind, &BrokerOpts::default())
-            .await
-            .expect("nsqd starts");
-        broker.create_channel(TOPIC, CHANNEL).await.unwrap();
-        brokers.push(Some(broker));
-    }
-    let addrs: Vec<String> = brokers
-        .iter()
-        .flatten()
-        .map(|b| b.tcp_addr().to_string())
-        .collect();
+    let mut brokers = start_brokers(kind, 3, &BrokerOpts::default()).await;
+    let addrs = brokers.iter().map(|b| b.tcp_addr().to_string());
     let pool = ProducerPool::new(addrs, ProducerConfig::default(), Strategy::RoundRobin).unwrap();
-
-    let at_third = Arc::new(Notify::new());
-    let publishing = {
-        let (pool, at_third) = (pool.clone(), at_third.clone());
-        tokio::spawn(async move { publish_all(&pool, N, PUBLISHERS, at_third).await })
-    };
-    tokio::time::timeout(WAIT, at_third.notified())
-        .await
-        .expect("a third of the publishes succeed");
-    // Dropping a real nsqd kills its process (SIGKILL): connections are reset, the port refuses.
-    let victim = brokers[1].take().expect("victim");
-    tokio::task::spawn_blocking(move || drop(victim))
-        .await
-        .unwrap();
-    let live: Vec<&Broker> = brokers.iter().flatten().collect();
-    let at_kill = message_counts(&live).await;
-
-    let published = publishing.await.expect("publishers finished");
+    let victim = brokers.remove(1);
+    let live: Vec<&Broker> = brokers.iter().collect();
+    let (published, at_kill) = publish_all(&pool, N, PUBLISHERS, || async {
+        // Dropping a real nsqd kills its process (SIGKILL): connections are reset, the port
+        // refuses.
+        tokio::task::spawn_blocking(move || drop(victim))
+            .await
+            .unwrap();
+        message_counts(&live).await
+    })
+    .await;
     assert_all_ok(&published, N, "nsqd killed");
     let after = message_counts(&live).await;
     eprintln!("live nsqd message counts at the kill {at_kill:?}, at the end {after:?}");
@@ -393,25 +362,24 @@ async fn a_pool_from_lookupd_finds_every_broker_and_publishes() {
             lookupd_tcp: vec![lookupd.tcp_addr()],
             ..BrokerOpts::default()
         };
-        let mut brokers = Vec::new();
-        for _ in 0..2 {
-            let broker = Broker::start(kind, &opts).await.expect("broker starts");
-            broker.create_channel(TOPIC, CHANNEL).await.unwrap();
-            brokers.push(broker);
-        }
+        let brokers = start_brokers(kind, 2, &opts).await;
         let mut want: Vec<u64> = brokers
             .iter()
             .map(|b| u64::from(b.tcp_addr().port()))
             .collect();
         want.sort_unstable();
-        eventually(&format!("{what}: both brokers registered"), || async {
-            let ports = registered_ports(&lookupd).await?;
-            if ports == want {
-                Ok(())
-            } else {
-                Err(format!("/nodes lists ports {ports:?}, want {want:?}"))
-            }
-        })
+        eventually(
+            &format!("{what}: both brokers registered"),
+            WAIT,
+            || async {
+                let ports = registered_ports(&lookupd).await?;
+                if ports == want {
+                    Ok(())
+                } else {
+                    Err(format!("/nodes lists ports {ports:?}, want {want:?}"))
+                }
+            },
+        )
         .await;
 
         let pool = ProducerPool::with_lookupd(
