@@ -507,7 +507,7 @@ impl ConnTask {
                     while let Ok(request) = self.rx.try_recv() {
                         fail(request, PublishErrorKind::Connect(why.clone()));
                     }
-                    if self.backoff(failures).await.is_err() {
+                    if self.backoff(failures, &why).await.is_err() {
                         return;
                     }
                 }
@@ -516,15 +516,28 @@ impl ConnTask {
     }
 
     /// Waits out the reconnect backoff; `Err` when the producer closes meanwhile.
-    async fn backoff(&self, failures: u32) -> Result<(), ()> {
+    ///
+    /// Requests that arrive meanwhile fail at once with the connect error `why` (bodies handed
+    /// back), as a connect attempt would: waiting out the backoff could outlast their timeout,
+    /// and a pool could have sent them to another nsqd instead.
+    async fn backoff(&mut self, failures: u32, why: &str) -> Result<(), ()> {
         let min = self.config.backoff_min;
         let exp = min.saturating_mul(1u32 << failures.min(16).saturating_sub(1));
         let wait = exp.min(self.config.backoff_max);
         // Up to 25 % jitter, so that many producers do not reconnect in step.
         let jitter = wait.mul_f64(fastrand::f64() * 0.25);
-        tokio::select! {
-            _ = tokio::time::sleep(wait + jitter) => Ok(()),
-            _ = self.cancel.cancelled() => Err(()),
+        let until = tokio::time::sleep(wait + jitter);
+        tokio::pin!(until);
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => return Err(()),
+                _ = &mut until => return Ok(()),
+                request = self.rx.recv() => match request {
+                    Some(request) => fail(request, PublishErrorKind::Connect(why.to_owned())),
+                    None => return Err(()),
+                },
+            }
         }
     }
 

@@ -102,6 +102,9 @@ pub struct BrokerTls {
     pub cert: PathBuf,
     /// PEM private key.
     pub key: PathBuf,
+    /// When set, clients must present a certificate signed by this CA (PEM): nsqd's
+    /// `--tls-root-ca-file` with `--tls-client-auth-policy=require-verify`.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// Broker settings the tests need; `None` keeps nsqd's default.
@@ -214,6 +217,10 @@ impl Broker {
                     flags.push(format!("--tls-cert={}", tls.cert.display()));
                     flags.push(format!("--tls-key={}", tls.key.display()));
                     flags.push("--tls-required=tcp-https".to_owned());
+                    if let Some(ca) = &tls.client_ca {
+                        flags.push(format!("--tls-root-ca-file={}", ca.display()));
+                        flags.push("--tls-client-auth-policy=require-verify".to_owned());
+                    }
                 }
                 for addr in &opts.lookupd_tcp {
                     flags.push(format!("--lookupd-tcp-address={addr}"));
@@ -229,11 +236,16 @@ impl Broker {
             BrokerKind::Lite => {
                 let mut builder = opts.lite_builder();
                 if let Some(tls) = &opts.tls {
+                    let client_auth = if tls.client_ca.is_some() {
+                        nsq_server_lite::tls::ClientAuth::RequireVerify
+                    } else {
+                        nsq_server_lite::tls::ClientAuth::None
+                    };
                     let config = nsq_server_lite::tls::server_config(
                         &tls.cert,
                         &tls.key,
-                        None,
-                        nsq_server_lite::tls::ClientAuth::None,
+                        tls.client_ca.as_deref(),
+                        client_auth,
                     )
                     .expect("test certificates load");
                     builder = builder.tls(config).tls_required(TlsRequired::TcpOnly);

@@ -10,8 +10,10 @@
 //! For the third-party client interop tests: [`broker`] starts the broker under test
 //! (real `nsqd` for now) and reads its stats, [`clients`] runs the go-nsq, pynsq and
 //! nsqjs peers from `tests/peers/`, [`tls`] makes throwaway certificates and [`http`]
-//! is a tiny HTTP client for the brokers' APIs.
+//! is a tiny HTTP client for the brokers' APIs, [`auth`] a tiny auth service for brokers that
+//! require AUTH.
 
+pub mod auth;
 pub mod broker;
 pub mod clients;
 pub mod consume;
@@ -46,6 +48,28 @@ pub fn peer_or_skip(var: &str) -> Option<PathBuf> {
         _ => {
             eprintln!("skipping: {var} is not set (run scripts/install-peers.sh to test against the real peer)");
             None
+        }
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Ok`, and returns that value.
+///
+/// # Panics
+///
+/// When `check` still fails after `within`, with `what` and its last error.
+pub async fn eventually<F, Fut, T>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(why) if tokio::time::Instant::now() >= deadline => {
+                panic!("{what} within {within:?}: {why}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }
 }

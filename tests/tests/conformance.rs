@@ -24,8 +24,8 @@ use nsq_proto::{
 use nsq_server_lite::auth::{AuthState, Authorization, Permission, StaticAuth};
 use nsq_tests::broker::{Broker, BrokerKind, BrokerOpts};
 use nsq_tests::http;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 use tokio_util::codec::Framed;
 
@@ -1169,53 +1169,19 @@ fn grants() -> AuthState {
     state
 }
 
-/// A tiny auth service of the kind `nsqd --auth-http-address` asks: `GET /auth?...&secret=..`
-/// answers [`grants`] as JSON for [`SECRET`] and 403 for anything else.
+/// The auth service `nsqd --auth-http-address` asks: [`grants`] as JSON for [`SECRET`], 403
+/// for anything else.
 async fn auth_service() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("address");
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let head = String::from_utf8_lossy(&head);
-                let known = head.lines().next().is_some_and(|l| {
-                    l.contains(&format!("secret={SECRET}&"))
-                        || l.contains(&format!("secret={SECRET} "))
-                });
-                let (status, body) = if known {
-                    let body = serde_json::json!({
-                        "ttl": 3600,
-                        "identity": "alice",
-                        "identity_url": IDENTITY_URL,
-                        "authorizations": [
-                            {"topic": "^allowed$", "channels": ["^ch$"], "permissions": ["publish", "subscribe"]},
-                            {"topic": "^allowed$", "channels": ["^$"], "permissions": ["publish"]},
-                        ],
-                    });
-                    ("200 OK", body.to_string())
-                } else {
-                    (
-                        "403 Forbidden",
-                        r#"{"message":"NOT_AUTHORIZED"}"#.to_owned(),
-                    )
-                };
-                let reply = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(reply.as_bytes()).await;
-            });
-        }
+    let grant = serde_json::json!({
+        "ttl": 3600,
+        "identity": "alice",
+        "identity_url": IDENTITY_URL,
+        "authorizations": [
+            {"topic": "^allowed$", "channels": ["^ch$"], "permissions": ["publish", "subscribe"]},
+            {"topic": "^allowed$", "channels": ["^$"], "permissions": ["publish"]},
+        ],
     });
-    addr
+    nsq_tests::auth::start(SECRET, grant).await
 }
 
 fn auth(secret: &str) -> Command {

@@ -187,6 +187,7 @@ async fn run_case(case: Case, certs: &TestCerts) -> Result<String, String> {
         tls: tls.then(|| BrokerTls {
             cert: certs.server_cert.clone(),
             key: certs.server_key.clone(),
+            client_ca: None,
         }),
         lookupd_tcp: lookupd.iter().map(Lookupd::tcp_addr).collect(),
         ..BrokerOpts::default()

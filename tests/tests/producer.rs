@@ -156,6 +156,28 @@ async fn an_unreachable_nsqd_fails_fast_and_hands_the_body_back() {
 }
 
 #[tokio::test]
+async fn publishes_during_the_reconnect_backoff_fail_fast_too() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    // A backoff far longer than the wait below: publishes must not queue behind it.
+    let config = ProducerConfig::default()
+        .reconnect_backoff(Duration::from_secs(30), Duration::from_secs(30))
+        .publish_timeout(Some(Duration::from_secs(60)));
+    let p = Producer::new(addr.to_string(), config).unwrap();
+    let topic = Topic::new("t").unwrap();
+    for body in ["first", "during backoff", "still backing off"] {
+        let err = tokio::time::timeout(Duration::from_secs(5), p.publish(&topic, body))
+            .await
+            .expect("a publish waited out the reconnect backoff")
+            .unwrap_err();
+        assert!(matches!(err.kind(), PublishErrorKind::Connect(_)), "{err}");
+        assert!(err.is_retriable());
+        assert_eq!(err.into_body().as_deref(), Some(body.as_bytes()));
+    }
+}
+
+#[tokio::test]
 async fn the_http_port_given_by_mistake_is_named() {
     each_broker!(|broker| {
         let p = producer(broker.http_addr());

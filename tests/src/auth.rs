@@ -1,0 +1,55 @@
+//! A tiny auth service of the kind `nsqd --auth-http-address` asks (`GET /auth?...&secret=..`),
+//! for tests that make a broker require AUTH.
+
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Starts an auth service on a free loopback port and returns its address (for
+/// `--auth-http-address`). It answers `grant` (a JSON object with `ttl`, `identity`,
+/// `identity_url` and `authorizations`) to `secret`, and 403 `NOT_AUTHORIZED` to anything
+/// else. It runs until the runtime stops.
+///
+/// # Panics
+///
+/// When no loopback port can be bound.
+pub async fn start(secret: &str, grant: serde_json::Value) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let (secret, grant) = (secret.to_owned(), grant.to_string());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (secret, grant) = (secret.clone(), grant.clone());
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head);
+                let known = head.lines().next().is_some_and(|l| {
+                    l.contains(&format!("secret={secret}&"))
+                        || l.contains(&format!("secret={secret} "))
+                });
+                let (status, body) = if known {
+                    ("200 OK", grant)
+                } else {
+                    (
+                        "403 Forbidden",
+                        r#"{"message":"NOT_AUTHORIZED"}"#.to_owned(),
+                    )
+                };
+                let reply = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}

@@ -1,0 +1,409 @@
+//! `nsq_client::ProducerPool` failing over between brokers, against nsq-server-lite and real
+//! nsqd 1.3.0: a broker dies mid-stream (its proxy cuts every connection, or the real nsqd
+//! process is killed) and every publish still succeeds, traffic moves to the live brokers, and
+//! every publish reported `OK` is held by some broker. Also `PreferFirst` ordering and nodes
+//! found through nsqlookupd.
+//!
+//! Delivery is at-least-once: a publish written just before its connection was cut may have
+//! been taken by the dying broker *and* retried on another, so the union of what the brokers
+//! hold may contain a body twice. What must never happen is a publish reported `OK` that no
+//! broker holds.
+//!
+//! Each test runs against both brokers (the real one is skipped without `NSQD_BIN` and
+//! `NSQLOOKUPD_BIN`, unless `CI` is set).
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::{self, StreamExt};
+use nsq_client::proto::Topic;
+use nsq_client::{ProducerConfig, ProducerPool, PublishError, Strategy};
+use nsq_tests::broker::{Broker, BrokerKind, BrokerOpts, Lookupd};
+use nsq_tests::http;
+use nsq_tests::proxy::Proxy;
+use nsq_tests::{consume, eventually};
+use tokio::sync::Notify;
+
+const KINDS: [BrokerKind; 2] = [BrokerKind::Lite, BrokerKind::RealNsqd];
+const TOPIC: &str = "pool";
+const CHANNEL: &str = "c";
+/// How long a condition polled on `/stats` may take to hold.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A broker and the proxy clients reach it through.
+struct Node {
+    broker: Broker,
+    proxy: Proxy,
+}
+
+/// `n` brokers of `kind` with `opts`, each with the test's channel.
+async fn start_brokers(kind: BrokerKind, n: usize, opts: &BrokerOpts) -> Vec<Broker> {
+    let mut brokers = Vec::with_capacity(n);
+    for _ in 0..n {
+        let broker = Broker::start(kind, opts).await.expect("broker starts");
+        broker.create_channel(TOPIC, CHANNEL).await.unwrap();
+        brokers.push(broker);
+    }
+    brokers
+}
+
+/// `n` brokers behind proxies, and a pool over the proxies.
+async fn proxied_pool(kind: BrokerKind, n: usize, strategy: Strategy) -> (Vec<Node>, ProducerPool) {
+    let mut nodes = Vec::with_capacity(n);
+    for broker in start_brokers(kind, n, &BrokerOpts::default()).await {
+        let proxy = Proxy::start(broker.tcp_addr()).await;
+        nodes.push(Node { broker, proxy });
+    }
+    let addrs = nodes.iter().map(|n| n.proxy.addr().to_string());
+    let pool = ProducerPool::new(addrs, ProducerConfig::default(), strategy).unwrap();
+    (nodes, pool)
+}
+
+/// How many messages the broker's topic has taken.
+async fn message_count(broker: &Broker) -> u64 {
+    broker.topic_stats(TOPIC).await.unwrap()["message_count"]
+        .as_u64()
+        .expect("message_count")
+}
+
+async fn message_counts(brokers: &[&Broker]) -> Vec<u64> {
+    let mut counts = Vec::with_capacity(brokers.len());
+    for b in brokers {
+        counts.push(message_count(b).await);
+    }
+    counts
+}
+
+/// Waits until the broker has no publishing connection left: everything a cut connection had
+/// delivered to it has been taken, so its message count is final.
+async fn until_no_producers(broker: &Broker) {
+    eventually(
+        "the cut connections to close at the broker",
+        WAIT,
+        || async {
+            let stats = broker.stats().await?;
+            match stats.producers.len() {
+                0 => Ok(()),
+                n => Err(format!("{n} producer connections left")),
+            }
+        },
+    )
+    .await;
+}
+
+fn body(i: usize) -> Bytes {
+    Bytes::from(format!("pool message {i:06}"))
+}
+
+/// What the publishers of [`publish_all`] report.
+struct Published {
+    /// The indexes of the bodies whose publish returned `Ok`.
+    ok: Vec<usize>,
+    /// The publishes that returned an error.
+    failed: Vec<(usize, PublishError)>,
+}
+
+/// Publishes bodies `0..n` through `pool` from `publishers` concurrent tasks, each publishing
+/// one body at a time; once a third of them were reported `OK`, runs `kill` (publishing goes
+/// on meanwhile) and returns what it returned with what was published.
+async fn publish_all<F, Fut, T>(
+    pool: &ProducerPool,
+    n: usize,
+    publishers: usize,
+    kill: F,
+) -> (Published, T)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = T>,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let oks = Arc::new(AtomicUsize::new(0));
+    let at_third = Arc::new(Notify::new());
+    let tasks: Vec<_> = (0..publishers)
+        .map(|_| {
+            let (pool, next, oks, at_third) =
+                (pool.clone(), next.clone(), oks.clone(), at_third.clone());
+            tokio::spawn(async move {
+                let topic = Topic::new(TOPIC).unwrap();
+                let mut done = Published {
+                    ok: Vec::new(),
+                    failed: Vec::new(),
+                };
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        return done;
+                    }
+                    match pool.publish(&topic, body(i)).await {
+                        Ok(()) => {
+                            done.ok.push(i);
+                            if oks.fetch_add(1, Ordering::Relaxed) + 1 == n / 3 {
+                                at_third.notify_one();
+                            }
+                        }
+                        Err(err) => done.failed.push((i, err)),
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::timeout(WAIT, at_third.notified())
+        .await
+        .expect("a third of the publishes succeed");
+    let killed = kill().await;
+    let mut all = Published {
+        ok: Vec::new(),
+        failed: Vec::new(),
+    };
+    for task in tasks {
+        let part = task.await.expect("publisher panicked");
+        all.ok.extend(part.ok);
+        all.failed.extend(part.failed);
+    }
+    (all, killed)
+}
+
+fn assert_all_ok(published: &Published, n: usize, what: &str) {
+    if let Some((i, err)) = published.failed.first() {
+        panic!(
+            "{what}: {} of {n} publishes failed; the first, #{i}: {err}",
+            published.failed.len()
+        );
+    }
+    assert_eq!(published.ok.len(), n, "{what}");
+}
+
+/// Everything each broker holds on the channel, consumed directly (not through the proxies).
+async fn drain(brokers: &[&Broker]) -> Vec<Bytes> {
+    let mut all = Vec::new();
+    for b in brokers {
+        let count = usize::try_from(message_count(b).await).unwrap();
+        let got = consume::take(
+            b.tcp_addr(),
+            TOPIC,
+            CHANNEL,
+            count,
+            2500,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+        all.extend(got);
+    }
+    all
+}
+
+async fn round_robin_failover(kind: BrokerKind) {
+    const N: usize = 30_000;
+    const PUBLISHERS: usize = 16;
+    let what = kind.name();
+    let (nodes, pool) = proxied_pool(kind, 3, Strategy::RoundRobin).await;
+    let brokers: Vec<&Broker> = nodes.iter().map(|n| &n.broker).collect();
+    let victim = 1;
+    let (published, at_kill) = publish_all(&pool, N, PUBLISHERS, || async {
+        nodes[victim].proxy.kill();
+        // What the victim received before the cut is all it will ever hold.
+        until_no_producers(&nodes[victim].broker).await;
+        message_counts(&brokers).await
+    })
+    .await;
+    assert_all_ok(&published, N, what);
+    let after = message_counts(&brokers).await;
+    eprintln!("{what}: message counts at the kill {at_kill:?}, at the end {after:?}");
+    assert_eq!(
+        after[victim], at_kill[victim],
+        "{what}: the killed broker took messages after the kill"
+    );
+    for live in (0..3).filter(|&k| k != victim) {
+        assert!(
+            after[live] > at_kill[live],
+            "{what}: live broker {live} took nothing after the kill: {at_kill:?} -> {after:?}"
+        );
+    }
+
+    let held = drain(&brokers).await;
+    let unique: HashSet<Bytes> = held.iter().cloned().collect();
+    let lost: Vec<usize> = published
+        .ok
+        .iter()
+        .copied()
+        .filter(|&i| !unique.contains(&body(i)))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{what}: {} publishes reported OK are held by no broker, e.g. #{}",
+        lost.len(),
+        lost[0]
+    );
+    // At-least-once: a body cut in flight may be held twice, never missing.
+    eprintln!(
+        "{what}: {} held, {} distinct, {} duplicates",
+        held.len(),
+        unique.len(),
+        held.len() - unique.len()
+    );
+    assert_eq!(unique.len(), N, "{what}: bodies that were never published");
+    pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_fails_over_when_a_broker_dies_mid_stream() {
+    for kind in KINDS {
+        if kind.available() {
+            round_robin_failover(kind).await;
+        }
+    }
+}
+
+/// Publishes `range` one after another; panics on the first failure.
+async fn publish_range(pool: &ProducerPool, range: std::ops::Range<usize>, what: &str) {
+    let topic = Topic::new(TOPIC).unwrap();
+    let results: Vec<_> = stream::iter(range)
+        .map(|i| {
+            let (pool, topic) = (pool.clone(), topic.clone());
+            async move { (i, pool.publish(&topic, body(i)).await) }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    for (i, result) in results {
+        if let Err(err) = result {
+            panic!("{what}: publish #{i} failed: {err}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefer_first_sends_everything_to_the_first_healthy_broker() {
+    const M: usize = 500;
+    for kind in KINDS {
+        if !kind.available() {
+            continue;
+        }
+        let what = kind.name();
+        let (nodes, pool) = proxied_pool(kind, 3, Strategy::PreferFirst).await;
+        let brokers: Vec<&Broker> = nodes.iter().map(|n| &n.broker).collect();
+
+        publish_range(&pool, 0..M, what).await;
+        assert_eq!(message_counts(&brokers).await, [M as u64, 0, 0], "{what}");
+
+        nodes[0].proxy.kill();
+        until_no_producers(&nodes[0].broker).await;
+        publish_range(&pool, M..2 * M, what).await;
+        // Nothing reaches the first broker through its dead proxy, and a publish cut there
+        // is retried on the second alone: no duplicates.
+        assert_eq!(
+            message_counts(&brokers).await,
+            [M as u64, M as u64, 0],
+            "{what}"
+        );
+        pool.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_survive_a_real_nsqd_being_killed() {
+    const N: usize = 15_000;
+    const PUBLISHERS: usize = 16;
+    let kind = BrokerKind::RealNsqd;
+    if !kind.available() {
+        return;
+    }
+    let mut brokers = start_brokers(kind, 3, &BrokerOpts::default()).await;
+    let addrs = brokers.iter().map(|b| b.tcp_addr().to_string());
+    let pool = ProducerPool::new(addrs, ProducerConfig::default(), Strategy::RoundRobin).unwrap();
+    let victim = brokers.remove(1);
+    let live: Vec<&Broker> = brokers.iter().collect();
+    let (published, at_kill) = publish_all(&pool, N, PUBLISHERS, || async {
+        // Dropping a real nsqd kills its process (SIGKILL): connections are reset, the port
+        // refuses.
+        tokio::task::spawn_blocking(move || drop(victim))
+            .await
+            .unwrap();
+        message_counts(&live).await
+    })
+    .await;
+    assert_all_ok(&published, N, "nsqd killed");
+    let after = message_counts(&live).await;
+    eprintln!("live nsqd message counts at the kill {at_kill:?}, at the end {after:?}");
+    for (k, (a, b)) in at_kill.iter().zip(&after).enumerate() {
+        assert!(b > a, "live nsqd {k} took nothing after the kill");
+    }
+    pool.close().await;
+}
+
+/// The TCP ports of the nsqd that the lookupd's `/nodes` lists.
+async fn registered_ports(lookupd: &Lookupd) -> Result<Vec<u64>, String> {
+    let nodes = http::json(lookupd.http_addr(), "GET", "/nodes").await?;
+    let mut ports: Vec<u64> = nodes["producers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["tcp_port"].as_u64())
+        .collect();
+    ports.sort_unstable();
+    Ok(ports)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_from_lookupd_finds_every_broker_and_publishes() {
+    const M: usize = 10;
+    for kind in KINDS {
+        if !kind.available() {
+            continue;
+        }
+        let what = kind.name();
+        let lookupd = Lookupd::start(kind).await.expect("lookupd starts");
+        let opts = BrokerOpts {
+            lookupd_tcp: vec![lookupd.tcp_addr()],
+            ..BrokerOpts::default()
+        };
+        let brokers = start_brokers(kind, 2, &opts).await;
+        let mut want: Vec<u64> = brokers
+            .iter()
+            .map(|b| u64::from(b.tcp_addr().port()))
+            .collect();
+        want.sort_unstable();
+        eventually(
+            &format!("{what}: both brokers registered"),
+            WAIT,
+            || async {
+                let ports = registered_ports(&lookupd).await?;
+                if ports == want {
+                    Ok(())
+                } else {
+                    Err(format!("/nodes lists ports {ports:?}, want {want:?}"))
+                }
+            },
+        )
+        .await;
+
+        let pool = ProducerPool::with_lookupd(
+            [lookupd.http_addr().to_string()],
+            ProducerConfig::default(),
+            Strategy::RoundRobin,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+        let mut found = pool.addrs();
+        found.sort();
+        let mut addrs: Vec<String> = brokers.iter().map(|b| b.tcp_addr().to_string()).collect();
+        addrs.sort();
+        assert_eq!(found, addrs, "{what}");
+
+        // One at a time, so round-robin alternates exactly.
+        let topic = Topic::new(TOPIC).unwrap();
+        for i in 0..M {
+            pool.publish(&topic, body(i)).await.unwrap();
+        }
+        let refs: Vec<&Broker> = brokers.iter().collect();
+        let half = (M / 2) as u64;
+        assert_eq!(message_counts(&refs).await, [half, half], "{what}");
+        pool.close().await;
+    }
+}
