@@ -22,6 +22,8 @@ mod conn;
 mod error;
 mod pool;
 mod producer;
+#[allow(dead_code)] // used by the consumer, which is being written alongside
+mod rdy;
 
 pub use config::{Compression, ConnectionConfig, TlsConfig};
 pub use error::{ConfigError, ConnectError, PublishError, PublishErrorKind};
