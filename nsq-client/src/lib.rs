@@ -19,14 +19,17 @@
 
 mod config;
 mod conn;
+mod consumer;
 mod error;
+mod message;
 mod pool;
 mod producer;
-#[allow(dead_code)] // used by the consumer, which is being written alongside
 mod rdy;
 
 pub use config::{Compression, ConnectionConfig, TlsConfig};
+pub use consumer::{Consumer, ConsumerBuilder, ConsumerConfig, ConsumerStats, StopHandle};
 pub use error::{ConfigError, ConnectError, PublishError, PublishErrorKind};
+pub use message::{AckError, Message};
 pub use pool::{ProducerPool, Strategy};
 pub use producer::{Producer, ProducerConfig};
 

@@ -1,0 +1,250 @@
+//! A delivered message and how it is answered.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use nsq_proto::MessageId;
+use tokio::sync::mpsc;
+
+/// What a connection is asked to send for a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ack {
+    Finish,
+    Requeue { delay: Duration, backoff: bool },
+    Touch,
+}
+
+/// An answer on its way to the connection that delivered the message.
+#[derive(Debug)]
+pub(crate) struct AckCommand {
+    pub(crate) id: MessageId,
+    pub(crate) ack: Ack,
+}
+
+/// Why a message could not be answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AckError {
+    /// The message was already finished or requeued.
+    #[error("message {0} was already answered")]
+    AlreadyAnswered(MessageId),
+    /// The connection that delivered the message is gone; nsqd redelivers the message after
+    /// its timeout.
+    #[error("the connection that delivered message {0} is closed; nsqd will redeliver it")]
+    ConnectionClosed(MessageId),
+}
+
+/// A message from nsqd, to be finished, requeued or (for long work) touched.
+///
+/// Every message must be answered: [`finish`](Self::finish) when done,
+/// [`requeue`](Self::requeue) to have it delivered again. A message dropped without an
+/// answer is requeued at once (without backoff), so nothing waits out nsqd's in-flight
+/// timeout by accident.
+///
+/// ```
+/// # async fn handle(msg: nsq_client::Message) -> Result<(), nsq_client::AckError> {
+/// if msg.attempts() > 3 {
+///     return msg.finish(); // give up on it
+/// }
+/// match std::str::from_utf8(msg.body()) {
+///     Ok(text) => {
+///         println!("{text}");
+///         msg.finish()
+///     }
+///     Err(_) => msg.requeue(None), // the default delay, with backoff
+/// }
+/// # }
+/// ```
+#[must_use = "a Message must be finished or requeued (dropping it requeues it)"]
+#[derive(Debug)]
+pub struct Message {
+    inner: nsq_proto::Message,
+    nsqd: Arc<str>,
+    acks: mpsc::UnboundedSender<AckCommand>,
+    answered: AtomicBool,
+    default_requeue_delay: Duration,
+    max_requeue_delay: Duration,
+}
+
+impl Message {
+    pub(crate) fn new(
+        inner: nsq_proto::Message,
+        nsqd: Arc<str>,
+        acks: mpsc::UnboundedSender<AckCommand>,
+        default_requeue_delay: Duration,
+        max_requeue_delay: Duration,
+    ) -> Self {
+        Self {
+            inner,
+            nsqd,
+            acks,
+            answered: AtomicBool::new(false),
+            default_requeue_delay,
+            max_requeue_delay,
+        }
+    }
+
+    /// The message's ID.
+    ///
+    /// ```
+    /// # fn show(msg: &nsq_client::Message) {
+    /// println!("{}", msg.id());
+    /// # }
+    /// ```
+    pub fn id(&self) -> MessageId {
+        self.inner.id
+    }
+
+    /// How many times nsqd has delivered it, this delivery included.
+    ///
+    /// ```
+    /// # fn show(msg: &nsq_client::Message) {
+    /// assert!(msg.attempts() >= 1);
+    /// # }
+    /// ```
+    pub fn attempts(&self) -> u16 {
+        self.inner.attempts
+    }
+
+    /// When it was published, in nanoseconds since the Unix epoch.
+    ///
+    /// ```
+    /// # fn show(msg: &nsq_client::Message) {
+    /// let published = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(msg.timestamp() as u64);
+    /// # let _ = published;
+    /// # }
+    /// ```
+    pub fn timestamp(&self) -> i64 {
+        self.inner.timestamp
+    }
+
+    /// The body, a view of the connection's read buffer (no copy).
+    ///
+    /// ```
+    /// # fn show(msg: &nsq_client::Message) {
+    /// let len = msg.body().len();
+    /// # let _ = len;
+    /// # }
+    /// ```
+    pub fn body(&self) -> &Bytes {
+        &self.inner.body
+    }
+
+    /// The nsqd that delivered it (`host:port`).
+    ///
+    /// ```
+    /// # fn show(msg: &nsq_client::Message) {
+    /// println!("from {}", msg.nsqd_addr());
+    /// # }
+    /// ```
+    pub fn nsqd_addr(&self) -> &str {
+        &self.nsqd
+    }
+
+    fn send(&self, ack: Ack) -> Result<(), AckError> {
+        let id = self.inner.id;
+        if ack != Ack::Touch && self.answered.swap(true, Ordering::AcqRel) {
+            return Err(AckError::AlreadyAnswered(id));
+        }
+        if ack == Ack::Touch && self.answered.load(Ordering::Acquire) {
+            return Err(AckError::AlreadyAnswered(id));
+        }
+        self.acks
+            .send(AckCommand { id, ack })
+            .map_err(|_| AckError::ConnectionClosed(id))
+    }
+
+    /// The default requeue delay for this delivery: go-nsq's `min(delay × attempts, max)`.
+    fn default_delay(&self) -> Duration {
+        self.default_requeue_delay
+            .saturating_mul(u32::from(self.inner.attempts.max(1)))
+            .min(self.max_requeue_delay)
+    }
+
+    /// Tells nsqd the message is done (FIN).
+    ///
+    /// # Errors
+    ///
+    /// [`AckError`] when it was already answered or its connection is gone.
+    ///
+    /// ```
+    /// # fn done(msg: nsq_client::Message) -> Result<(), nsq_client::AckError> {
+    /// msg.finish()
+    /// # }
+    /// ```
+    pub fn finish(self) -> Result<(), AckError> {
+        self.send(Ack::Finish)
+    }
+
+    /// Has nsqd deliver the message again after `delay` (REQ), and counts as a failure for
+    /// the consumer's backoff. `None` is the default delay: the configured requeue delay
+    /// times the attempts, capped at the maximum (go-nsq's rule).
+    ///
+    /// # Errors
+    ///
+    /// [`AckError`] when it was already answered or its connection is gone.
+    ///
+    /// ```
+    /// # fn later(msg: nsq_client::Message) -> Result<(), nsq_client::AckError> {
+    /// msg.requeue(Some(std::time::Duration::from_secs(30)))
+    /// # }
+    /// ```
+    pub fn requeue(self, delay: Option<Duration>) -> Result<(), AckError> {
+        let delay = delay.unwrap_or_else(|| self.default_delay());
+        self.send(Ack::Requeue {
+            delay,
+            backoff: true,
+        })
+    }
+
+    /// As [`requeue`](Self::requeue), without counting as a failure (no backoff).
+    ///
+    /// # Errors
+    ///
+    /// [`AckError`] when it was already answered or its connection is gone.
+    ///
+    /// ```
+    /// # fn later(msg: nsq_client::Message) -> Result<(), nsq_client::AckError> {
+    /// msg.requeue_without_backoff(None)
+    /// # }
+    /// ```
+    pub fn requeue_without_backoff(self, delay: Option<Duration>) -> Result<(), AckError> {
+        let delay = delay.unwrap_or_else(|| self.default_delay());
+        self.send(Ack::Requeue {
+            delay,
+            backoff: false,
+        })
+    }
+
+    /// Resets nsqd's in-flight timeout for the message (TOUCH), for handlers that run long.
+    ///
+    /// # Errors
+    ///
+    /// [`AckError`] when it was already answered or its connection is gone.
+    ///
+    /// ```
+    /// # fn still_working(msg: &nsq_client::Message) -> Result<(), nsq_client::AckError> {
+    /// msg.touch()
+    /// # }
+    /// ```
+    pub fn touch(&self) -> Result<(), AckError> {
+        self.send(Ack::Touch)
+    }
+}
+
+impl Drop for Message {
+    fn drop(&mut self) {
+        if !self.answered.swap(true, Ordering::AcqRel) {
+            // Unanswered: requeue now rather than wait out nsqd's timeout. Not a failure.
+            let _ = self.acks.send(AckCommand {
+                id: self.inner.id,
+                ack: Ack::Requeue {
+                    delay: Duration::ZERO,
+                    backoff: false,
+                },
+            });
+        }
+    }
+}
