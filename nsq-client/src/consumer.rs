@@ -1073,10 +1073,19 @@ impl ConnTask {
         let read_deadline = self.config.connection.heartbeat_interval * 2;
         let mut last_read = Instant::now();
         let mut closing = false;
+        // nsqd answers CLS only after the commands before it, so CLOSE_WAIT means every FIN
+        // and REQ written before it was processed.
+        let mut close_wait = false;
         let mut in_flight: u32 = 0;
         let mut close_deadline: Option<Instant> = None;
         loop {
-            if closing && in_flight == 0 {
+            if closing && close_wait && in_flight == 0 {
+                // Half-close and wait for nsqd to close its side: it does so only after
+                // processing everything written before, so no FIN is lost in the close.
+                let _ = SinkExt::<Command>::close(&mut framed).await;
+                let until = close_deadline.unwrap_or_else(Instant::now);
+                let drain = async { while let Some(Ok(_)) = framed.next().await {} };
+                let _ = tokio::time::timeout_at(until, drain).await;
                 return Ok(());
             }
             tokio::select! {
@@ -1132,6 +1141,7 @@ impl ConnTask {
                         }
                         Some(Ok(Frame::Response(Response::CloseWait))) => {
                             tracing::debug!(in_flight, "CLOSE_WAIT");
+                            close_wait = true;
                         }
                         Some(Ok(Frame::Response(_))) => {}
                         Some(Ok(Frame::Error(e))) if !e.code.is_fatal() => {
