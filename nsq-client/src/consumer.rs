@@ -54,6 +54,7 @@ pub struct ConsumerConfig {
     pub(crate) reconnect_min: Duration,
     pub(crate) reconnect_max: Duration,
     pub(crate) shutdown_timeout: Duration,
+    pub(crate) auto_touch: Option<Duration>,
 }
 
 impl Default for ConsumerConfig {
@@ -71,6 +72,7 @@ impl Default for ConsumerConfig {
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
+            auto_touch: None,
         }
     }
 }
@@ -135,6 +137,20 @@ impl ConsumerConfig {
         shutdown_timeout: Duration, "std::time::Duration::from_secs(5)"
     );
 
+    /// While a [`Consumer::run`] handler works on a message, TOUCH it this often so nsqd's
+    /// in-flight timeout does not expire (default off: nsq's guide says clients should not
+    /// touch on their own; turn it on for handlers that can outlast msg_timeout).
+    ///
+    /// ```
+    /// let config = nsq_client::ConsumerConfig::default()
+    ///     .auto_touch(Some(std::time::Duration::from_secs(20)));
+    /// # let _ = config;
+    /// ```
+    pub fn auto_touch(mut self, every: Option<Duration>) -> Self {
+        self.auto_touch = every;
+        self
+    }
+
     /// Reconnecting to an nsqd given directly waits from `min`, doubling up to `max`, with
     /// jitter (default 100 ms to 30 s).
     ///
@@ -164,6 +180,9 @@ impl ConsumerConfig {
             return Err(ConfigError::new(
                 "backoff needs 0 < multiplier <= max_backoff",
             ));
+        }
+        if self.auto_touch.is_some_and(|d| d.is_zero()) {
+            return Err(ConfigError::new("auto_touch must be above zero"));
         }
         if self.reconnect_min.is_zero() || self.reconnect_min > self.reconnect_max {
             return Err(ConfigError::new("reconnect_backoff needs 0 < min <= max"));
@@ -283,6 +302,17 @@ struct ConsumerShared {
     tasks: TaskTracker,
     started: std::sync::OnceLock<()>,
     pending_start: Mutex<Option<StartParts>>,
+    give_up: Option<GiveUp>,
+}
+
+/// The hook for messages past `max_attempts`.
+#[derive(Clone)]
+struct GiveUp(Arc<dyn Fn(&Message) + Send + Sync>);
+
+impl std::fmt::Debug for GiveUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GiveUp")
+    }
 }
 
 /// What the supervisor starts with: the message queue's sender and the event channel.
@@ -316,6 +346,7 @@ pub struct ConsumerBuilder {
     config: ConsumerConfig,
     nsqd: Vec<String>,
     lookupd: Vec<String>,
+    give_up: Option<GiveUp>,
 }
 
 impl ConsumerBuilder {
@@ -374,13 +405,32 @@ impl ConsumerBuilder {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn build(self) -> Result<Consumer, ConfigError> {
-        Consumer::new(
+        let mut consumer = Consumer::new(
             self.topic,
             self.channel,
             self.config,
             self.nsqd,
             self.lookupd,
-        )
+        )?;
+        if let Some(shared) = Arc::get_mut(&mut consumer.shared) {
+            shared.give_up = self.give_up;
+        }
+        Ok(consumer)
+    }
+
+    /// Called by [`Consumer::run`] for each message delivered more than `max_attempts`
+    /// times, before it is finished: the place to dead-letter it.
+    ///
+    /// ```
+    /// # use nsq_client::{proto::{Channel, Topic}, Consumer};
+    /// let b = Consumer::builder(Topic::new("t")?, Channel::new("c")?)
+    ///     .give_up(|msg| eprintln!("dead letter {} after {} attempts", msg.id(), msg.attempts()));
+    /// # drop(b);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn give_up(mut self, hook: impl Fn(&Message) + Send + Sync + 'static) -> Self {
+        self.give_up = Some(GiveUp(Arc::new(hook)));
+        self
     }
 }
 
@@ -400,6 +450,7 @@ impl Consumer {
             config: ConsumerConfig::default(),
             nsqd: Vec::new(),
             lookupd: Vec::new(),
+            give_up: None,
         }
     }
 
@@ -452,6 +503,7 @@ impl Consumer {
                 tasks: TaskTracker::new(),
                 started: std::sync::OnceLock::new(),
                 pending_start: Mutex::new(Some((messages_tx, events_rx, events_tx))),
+                give_up: None,
             }),
             messages: Some(messages_rx),
         })
@@ -490,6 +542,7 @@ impl Consumer {
                     .build()
                     .unwrap_or_default(),
                 direct_failures: HashMap::new(),
+                next_poll: None,
             };
             let done = shared.done.clone();
             let span = tracing::info_span!("nsq_consumer", topic = %shared.topic, channel = %shared.channel);
@@ -597,8 +650,9 @@ impl Consumer {
     }
 
     /// Runs `handler` on every message with up to `concurrency` at once, finishing each
-    /// message whose handler succeeds and requeueing (with backoff) each that fails; messages
-    /// past `max_attempts` go to `give_up` and are finished. Returns when the consumer stops
+    /// message whose handler succeeds and requeueing (with backoff) each that fails. A message
+    /// delivered more than `max_attempts` times is not handled: it goes to the give-up hook
+    /// (see [`ConsumerBuilder::give_up`]) and is finished. Returns when the consumer stops
     /// (through a [`StopHandle`]).
     ///
     /// ```
@@ -618,6 +672,8 @@ impl Consumer {
     {
         self.start();
         let max_attempts = self.shared.config.max_attempts;
+        let auto_touch = self.shared.config.auto_touch;
+        let give_up = self.shared.give_up.clone();
         let Some(rx) = self.messages.take() else {
             return;
         };
@@ -625,13 +681,30 @@ impl Consumer {
         stream
             .for_each_concurrent(concurrency.max(1), |msg| {
                 let handler = &handler;
+                let give_up = give_up.clone();
                 async move {
                     if max_attempts > 0 && msg.attempts() > max_attempts {
                         tracing::warn!(id = %msg.id(), attempts = msg.attempts(), "giving up on message");
+                        if let Some(GiveUp(hook)) = &give_up {
+                            hook(&msg);
+                        }
                         let _ = msg.finish();
                         return;
                     }
-                    let result = handler(&msg).await;
+                    let work = handler(&msg);
+                    let result = match auto_touch {
+                        None => work.await,
+                        Some(every) => {
+                            let mut work = std::pin::pin!(work);
+                            let mut ticks = tokio::time::interval_at(Instant::now() + every, every);
+                            loop {
+                                tokio::select! {
+                                    result = &mut work => break result,
+                                    _ = ticks.tick() => { let _ = msg.touch(); }
+                                }
+                            }
+                        }
+                    };
                     let _ = match result {
                         Ok(()) => msg.finish(),
                         Err(err) => {
@@ -737,6 +810,8 @@ struct Supervisor {
     http: reqwest::Client,
     /// Direct nsqd addresses waiting to reconnect: failures so far and when to try.
     direct_failures: HashMap<String, (u32, Instant)>,
+    /// When nsqlookupd is asked next.
+    next_poll: Option<Instant>,
 }
 
 impl Supervisor {
@@ -747,7 +822,7 @@ impl Supervisor {
         let interval = self.config.lookupd_poll_interval;
         let jitter = interval.mul_f64(fastrand::f64() * self.config.lookupd_poll_jitter);
         // The first lookupd query is immediate; the next one waits the jitter plus the interval.
-        let mut next_poll = (!self.lookupd.is_empty()).then(Instant::now);
+        self.next_poll = (!self.lookupd.is_empty()).then(Instant::now);
         let mut first_poll = true;
         loop {
             let rdy_deadline = self.rdy.next_deadline();
@@ -764,11 +839,11 @@ impl Supervisor {
                     self.apply(sends);
                 }
                 _ = sleep_until(retry_deadline) => self.retry_direct(),
-                _ = sleep_until(next_poll) => {
+                _ = sleep_until(self.next_poll) => {
                     self.poll_lookupd().await;
                     let wait = if first_poll { interval + jitter } else { interval };
                     first_poll = false;
-                    next_poll = Some(Instant::now() + wait);
+                    self.next_poll = Some(Instant::now() + wait);
                 }
             }
             self.publish_snapshot();
@@ -829,6 +904,11 @@ impl Supervisor {
                 self.conns.remove(&id);
                 let sends = self.rdy.closed(id, now);
                 self.apply(sends);
+                if !self.lookupd.is_empty() && !self.nsqd.contains(&addr) {
+                    // Ask lookupd again soon: if it still lists this nsqd, it is reconnected.
+                    let soon = now + self.config.reconnect_min;
+                    self.next_poll = Some(self.next_poll.map_or(soon, |at| at.min(soon)));
+                }
                 if self.nsqd.contains(&addr) && !self.stop.is_cancelled() {
                     let failures = self.direct_failures.get(&addr).map_or(0, |(n, _)| *n) + 1;
                     let wait = backoff(

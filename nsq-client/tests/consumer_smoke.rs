@@ -43,3 +43,61 @@ async fn consumes_everything_from_two_brokers_and_stops_clean() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_keeps_failing_is_given_up_after_max_attempts() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    let nsqd = nsq_server_lite::Nsqd::start().await.unwrap();
+    let topic = Topic::new("poison").unwrap();
+    let p = Producer::new(nsqd.tcp_addr().to_string(), ProducerConfig::default()).unwrap();
+    p.publish(&topic, "poison").await.unwrap();
+    let given_up = Arc::new(AtomicU32::new(0));
+    let hook = given_up.clone();
+    let gave_up = Arc::new(tokio::sync::Notify::new());
+    let signal = gave_up.clone();
+    let config = ConsumerConfig::default()
+        .max_attempts(2)
+        .default_requeue_delay(Duration::from_millis(10))
+        .backoff_multiplier(Duration::from_millis(10))
+        .max_backoff(Duration::from_millis(100));
+    let consumer = Consumer::builder(topic, Channel::new("c").unwrap())
+        .nsqd(nsqd.tcp_addr().to_string())
+        .config(config)
+        .give_up(move |msg| {
+            assert_eq!(msg.attempts(), 3);
+            hook.fetch_add(1, Ordering::SeqCst);
+            signal.notify_one();
+        })
+        .build()
+        .unwrap();
+    let stop = consumer.stop_handle();
+    let handled = Arc::new(AtomicU32::new(0));
+    let calls = handled.clone();
+    let watcher = tokio::spawn(async move {
+        gave_up.notified().await;
+        stop.stop();
+    });
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        consumer.run(1, move |_msg| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err("always fails".into()) }
+        }),
+    )
+    .await
+    .expect("gave up and stopped within 10 s");
+    watcher.await.unwrap();
+    assert_eq!(
+        handled.load(Ordering::SeqCst),
+        2,
+        "the handler ran for attempts 1 and 2"
+    );
+    assert_eq!(given_up.load(Ordering::SeqCst), 1);
+    let c = nsqd.stats().channel("poison", "c").cloned().unwrap();
+    assert_eq!(
+        (c.depth, c.in_flight_count, c.requeue_count),
+        (0, 0, 2),
+        "{c:?}"
+    );
+}
