@@ -8,7 +8,9 @@
 //!
 //! * **Budget.** `Σ rdy ≤ max_in_flight` after every call, each conn's RDY is capped by the
 //!   `max_rdy_count` nsqd announced, and the returned list lowers RDY before it raises any, so
-//!   the running sum never goes over the budget while the commands go out.
+//!   the running sum never goes over the budget while the commands go out. A raise also never
+//!   lets `Σ max(rdy, in_flight)` exceed the budget: a conn lowered below what it already has in
+//!   flight keeps that part of the budget until those messages are answered.
 //! * **Fair share** (`max_in_flight ≥` conns): each conn gets `floor(mif / n)`, the remainder
 //!   goes `+1` to the earliest conns (go-nsq wastes it), and whatever a conn cannot take because of
 //!   its `max_rdy_count` is spread over the others.
@@ -371,7 +373,9 @@ impl Rdy {
             for c in &mut self.conns {
                 c.draining = false;
             }
-            self.fair_targets(eff)
+            let mut targets = self.fair_targets(eff);
+            self.hold_raises_for_in_flight(&mut targets, eff);
+            targets
         };
         self.apply(&targets, now)
     }
@@ -405,6 +409,32 @@ impl Rdy {
             open = rest;
         }
         targets
+    }
+
+    /// Cuts raises so that `Σ max(rdy, in_flight) ≤ eff`: a conn whose RDY was lowered below
+    /// what it already has in flight still uses that budget, and the others get it as those
+    /// messages are answered. Without this, a conn that took a full budget before a second conn
+    /// arrived would leave `max_in_flight` plus the new conn's share in flight.
+    fn hold_raises_for_in_flight(&self, targets: &mut [u32], eff: u32) {
+        let used: u32 = self
+            .conns
+            .iter()
+            .zip(targets.iter())
+            .map(|(c, &t)| t.min(c.rdy).max(c.in_flight))
+            .fold(0, u32::saturating_add);
+        let mut left = eff.saturating_sub(used);
+        for (c, t) in self.conns.iter().zip(targets.iter_mut()) {
+            if *t <= c.rdy {
+                continue;
+            }
+            let base = c.rdy.max(c.in_flight);
+            if *t <= base {
+                continue;
+            }
+            let raise = (*t - base).min(left);
+            left -= raise;
+            *t = base + raise;
+        }
     }
 
     /// Rotation: RDY 1 on at most `eff` conns, passed on in connection order.
@@ -719,6 +749,23 @@ mod tests {
         assert_eq!(h.rdy.in_flight(1), None);
         // Connecting a known id again (new cap) changes only what must change.
         assert_eq!(h.connect(2, 2500), vec![]);
+    }
+
+    #[test]
+    fn a_new_conn_waits_for_the_budget_others_still_have_in_flight() {
+        let mut h = Harness::new(config(10));
+        h.connect(1, 2500);
+        for _ in 0..10 {
+            h.receive(1);
+        }
+        // Conn 1 goes down to 5 but still has 10 in flight: conn 2 gets nothing yet.
+        assert_eq!(h.connect(2, 2500), vec![send(1, 5)]);
+        // Each answer on conn 1 frees one unit of budget, until conn 2 has its share.
+        for k in 1..=5 {
+            assert_eq!(h.done(1, Outcome::Finished), vec![send(2, k)]);
+        }
+        assert_eq!(h.done(1, Outcome::Finished), vec![]);
+        assert_eq!(h.rdys(), vec![5, 5]);
     }
 
     #[test]

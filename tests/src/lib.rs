@@ -86,6 +86,8 @@ pub fn free_port() -> u16 {
 #[derive(Debug)]
 pub struct RealNsqd {
     child: Child,
+    bin: PathBuf,
+    extra: Vec<String>,
     data_path: PathBuf,
     /// The TCP protocol address.
     pub tcp_addr: SocketAddr,
@@ -109,7 +111,28 @@ impl RealNsqd {
             tcp_addr.port()
         ));
         std::fs::create_dir_all(&data_path).expect("create nsqd data dir");
-        let child = Command::new(bin)
+        let extra: Vec<String> = extra.iter().map(|&f| f.to_owned()).collect();
+        let child = Self::spawn(bin, &extra, tcp_addr, http_addr, &data_path);
+        let mut nsqd = Self {
+            child,
+            bin: bin.to_owned(),
+            extra,
+            data_path,
+            tcp_addr,
+            http_addr,
+        };
+        wait_listening("nsqd", &mut nsqd.child, tcp_addr, http_addr);
+        nsqd
+    }
+
+    fn spawn(
+        bin: &std::path::Path,
+        extra: &[String],
+        tcp_addr: SocketAddr,
+        http_addr: SocketAddr,
+        data_path: &std::path::Path,
+    ) -> Child {
+        Command::new(bin)
             .arg(format!("--tcp-address={tcp_addr}"))
             .arg(format!("--http-address={http_addr}"))
             .arg("--https-address=")
@@ -120,16 +143,41 @@ impl RealNsqd {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()))
+    }
 
-        let mut nsqd = Self {
-            child,
-            data_path,
-            tcp_addr,
-            http_addr,
-        };
-        wait_listening("nsqd", &mut nsqd.child, tcp_addr, http_addr);
-        nsqd
+    /// Stops nsqd with SIGTERM and waits for it to exit. On SIGTERM nsqd closes its clients and
+    /// writes every queued, in-flight and deferred message to its data path, which is kept, so
+    /// [`restart`](Self::restart) brings them back.
+    ///
+    /// # Panics
+    ///
+    /// When the signal cannot be sent.
+    pub fn terminate(&mut self) {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM nsqd: {status}");
+        let _ = self.child.wait();
+    }
+
+    /// Starts nsqd again (after [`terminate`](Self::terminate)) on the same ports, with the same
+    /// data path and flags; returns once it listens.
+    ///
+    /// # Panics
+    ///
+    /// When it cannot start or does not report listening in time.
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(
+            &self.bin,
+            &self.extra,
+            self.tcp_addr,
+            self.http_addr,
+            &self.data_path,
+        );
+        wait_listening("nsqd", &mut self.child, self.tcp_addr, self.http_addr);
     }
 }
 
