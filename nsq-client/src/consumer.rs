@@ -778,7 +778,7 @@ impl Stream for Consumer {
 fn rdy_config(config: &ConsumerConfig) -> RdyConfig {
     RdyConfig {
         max_in_flight: config.max_in_flight,
-        idle_rotate: Duration::from_millis(100),
+        idle_rotate: Duration::from_millis(50),
         max_hold: Duration::from_secs(1),
         backoff_multiplier: config.backoff_multiplier,
         max_backoff: config.max_backoff,
@@ -1090,6 +1090,9 @@ async fn lookup(
         .collect())
 }
 
+/// How long a closing connection keeps reading after CLOSE_WAIT for late messages.
+const CLOSE_GRACE: Duration = Duration::from_millis(100);
+
 /// The task that owns one nsqd connection.
 struct ConnTask {
     id: ConnId,
@@ -1155,11 +1158,14 @@ impl ConnTask {
         let mut closing = false;
         // nsqd answers CLS only after the commands before it, so CLOSE_WAIT means every FIN
         // and REQ written before it was processed.
-        let mut close_wait = false;
+        let mut close_wait: Option<Instant> = None;
         let mut in_flight: u32 = 0;
         let mut close_deadline: Option<Instant> = None;
         loop {
-            if closing && close_wait && in_flight == 0 {
+            // A message nsqd took from the channel just as CLS arrived can follow CLOSE_WAIT
+            // by a moment: wait a short grace period for it, so it is requeued, not stranded.
+            let grace_over = close_wait.is_some_and(|at| Instant::now() >= at + CLOSE_GRACE);
+            if closing && grace_over && in_flight == 0 {
                 // Half-close and wait for nsqd to close its side: it does so only after
                 // processing everything written before, so no FIN is lost in the close.
                 let _ = SinkExt::<Command>::close(&mut framed).await;
@@ -1208,6 +1214,7 @@ impl ConnTask {
                 _ = tokio::time::sleep_until(last_read + read_deadline) => {
                     return Err(format!("nothing from nsqd for {read_deadline:?}"));
                 }
+                _ = sleep_until(close_wait.map(|at| at + CLOSE_GRACE)), if in_flight == 0 => {}
                 _ = sleep_until(close_deadline) => {
                     return Err(format!("{in_flight} messages still in flight at the shutdown timeout"));
                 }
@@ -1221,7 +1228,7 @@ impl ConnTask {
                         }
                         Some(Ok(Frame::Response(Response::CloseWait))) => {
                             tracing::debug!(in_flight, "CLOSE_WAIT");
-                            close_wait = true;
+                            close_wait = Some(Instant::now());
                         }
                         Some(Ok(Frame::Response(_))) => {}
                         Some(Ok(Frame::Error(e))) if !e.code.is_fatal() => {
