@@ -248,3 +248,83 @@ impl Drop for Message {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(attempts: u16) -> (Message, mpsc::UnboundedReceiver<AckCommand>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let inner = nsq_proto::Message {
+            timestamp: 0,
+            attempts,
+            id: MessageId::from_u64(7),
+            body: Bytes::from_static(b"x"),
+        };
+        let msg = Message::new(
+            inner,
+            Arc::from("h:4150"),
+            tx,
+            Duration::from_secs(90),
+            Duration::from_secs(15 * 60),
+        );
+        (msg, rx)
+    }
+
+    #[test]
+    fn dropping_an_unanswered_message_requeues_it_at_once_without_backoff() {
+        let (msg, mut rx) = message(1);
+        drop(msg);
+        let ack = rx.try_recv().unwrap();
+        assert_eq!(
+            ack.ack,
+            Ack::Requeue {
+                delay: Duration::ZERO,
+                backoff: false
+            }
+        );
+        assert!(rx.try_recv().is_err(), "exactly one answer");
+    }
+
+    #[test]
+    fn an_answered_message_sends_one_answer_and_touch_before_it() {
+        let (msg, mut rx) = message(1);
+        msg.touch().unwrap();
+        msg.finish().unwrap();
+        assert_eq!(rx.try_recv().unwrap().ack, Ack::Touch);
+        assert_eq!(rx.try_recv().unwrap().ack, Ack::Finish);
+        assert!(rx.try_recv().is_err(), "no requeue from the drop after finish");
+    }
+
+    #[test]
+    fn the_default_requeue_delay_grows_with_attempts_up_to_the_maximum() {
+        let (msg, mut rx) = message(3);
+        msg.requeue(None).unwrap();
+        assert_eq!(
+            rx.try_recv().unwrap().ack,
+            Ack::Requeue {
+                delay: Duration::from_secs(270),
+                backoff: true
+            }
+        );
+        let (msg, mut rx) = message(100);
+        msg.requeue_without_backoff(None).unwrap();
+        assert_eq!(
+            rx.try_recv().unwrap().ack,
+            Ack::Requeue {
+                delay: Duration::from_secs(15 * 60),
+                backoff: false
+            }
+        );
+    }
+
+    #[test]
+    fn answering_after_the_connection_closed_is_an_error_not_a_panic() {
+        let (msg, rx) = message(1);
+        drop(rx);
+        assert_eq!(
+            msg.finish(),
+            Err(AckError::ConnectionClosed(MessageId::from_u64(7)))
+        );
+    }
+}
