@@ -7,30 +7,33 @@
 #   eval "$(scripts/install-peers.sh)"             # both at once (progress goes to stderr)
 #
 # Peers (all pinned by files under tests/peers/):
-#   go      nsqd + nsqlookupd, and the go-nsq test peer (tests/peers/go/cmd/nsq-peer), built from
+#   go      nsqd + nsqlookupd, nsq's bench_writer, and the go-nsq programs in tests/peers/go/cmd
+#           (nsq-peer for the interop tests, nsq-bench-client for nsq-client-bench), built from
 #           tests/peers/go (go.mod pins github.com/nsqio/nsq and go-nsq, go.sum pins everything
 #           else)                                               -> <cache>/bin/
+#   rust    tokio-nsq-bench (tokio-nsq for nsq-client-bench), a cargo project of its own pinned
+#           by tests/peers/rust/tokio-nsq-bench/Cargo.lock      -> <cache>/bin/
 #   python  venv with tests/peers/python/requirements.txt (python-snappy, pynsq)  -> <cache>/venv/
 #   node    nsqjs from tests/peers/js/package-lock.json         -> <cache>/node/node_modules/
 #
 # Environment:
 #   NSQ_PEERS_DIR    cache dir (default: $HOME/.cache/nsq-rs-peers)
-#   NSQ_PEERS        which peers to ensure, space separated (default: "go python node")
+#   NSQ_PEERS        which peers to ensure, space separated (default: "go python node rust")
 #   NSQ_PEERS_FORCE  set to 1 to rebuild even when the cache is valid
 #   PYTHON           interpreter used to create the venv (default: python3)
 #
 # Each peer is skipped when its cache stamp matches the pinning files and a smoke check passes
 # (nsqd/nsqlookupd `--version` must report the pinned version). Any failure exits non-zero.
-# Writes <cache>/env.sh, which exports NSQ_PEERS_DIR, NSQD_BIN, NSQLOOKUPD_BIN, NSQ_GO_PEER, NSQ_PYTHON,
-# NSQ_NODE_PATH/NODE_PATH, and puts <cache>/bin and <cache>/venv/bin first on PATH (so `nsqd` and
-# `python3` are the peers'). Add a peer: write install_<name> and verify_<name>, add it to ALL_PEERS
-# and to write_env.
+# Writes <cache>/env.sh, which exports NSQ_PEERS_DIR, NSQD_BIN, NSQLOOKUPD_BIN, NSQ_GO_PEER,
+# NSQ_GO_BENCH, NSQ_BENCH_WRITER, NSQ_PYTHON, NSQ_NODE_PATH/NODE_PATH, NSQ_TOKIO_NSQ_BENCH, and
+# puts <cache>/bin and <cache>/venv/bin first on PATH (so `nsqd` and `python3` are the peers').
+# Add a peer: write install_<name> and verify_<name>, add it to ALL_PEERS and to write_env.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PEERS_SRC="$ROOT/tests/peers"
 CACHE=${NSQ_PEERS_DIR:-$HOME/.cache/nsq-rs-peers}
-ALL_PEERS=(go python node)
+ALL_PEERS=(go python node rust)
 read -r -a WANT <<<"${NSQ_PEERS:-${ALL_PEERS[*]}}"
 FORCE=${NSQ_PEERS_FORCE:-0}
 PYTHON=${PYTHON:-python3}
@@ -72,11 +75,21 @@ verify_go() {
             return 1
         }
     done
-    # The peer has no --version; a usage error (exit 2) shows that it runs.
-    [ -x "$CACHE/bin/nsq-peer" ] || return 1
-    "$CACHE/bin/nsq-peer" 2>/dev/null && return 1
-    [ $? -eq 2 ] || {
-        log "$CACHE/bin/nsq-peer does not run"
+    # The go-nsq programs have no --version; a usage error (exit 2) shows that they run.
+    for app in nsq-peer nsq-bench-client; do
+        [ -x "$CACHE/bin/$app" ] || return 1
+        "$CACHE/bin/$app" 2>/dev/null && return 1
+        [ $? -eq 2 ] || {
+            log "$CACHE/bin/$app does not run"
+            return 1
+        }
+    done
+    # bench_writer has no usage check either; --help exits 0 (flag.ErrHelp) with the usage.
+    [ -x "$CACHE/bin/bench_writer" ] || return 1
+    local usage
+    usage=$("$CACHE/bin/bench_writer" --help 2>&1) || true
+    [[ $usage == *-batch-size* ]] || {
+        log "$CACHE/bin/bench_writer does not run"
         return 1
     }
 }
@@ -99,12 +112,15 @@ install_go() {
         env -C "$GO_DIR" GOTOOLCHAIN=local GOBIN="$tmp" \
         go install -mod=readonly -trimpath -buildvcs=false \
         github.com/nsqio/nsq/apps/nsqd github.com/nsqio/nsq/apps/nsqlookupd
-    timed "go: build nsq-peer (go-nsq $(sed -nE 's/^[[:space:]]*github\.com\/nsqio\/go-nsq[[:space:]]+(v[^[:space:]]+).*/\1/p' "$GO_DIR/go.mod"))" \
+    timed "go: build bench_writer (nsq $NSQ_VERSION)" \
         env -C "$GO_DIR" GOTOOLCHAIN=local GOBIN="$tmp" \
-        go install -mod=readonly -trimpath -buildvcs=false ./cmd/nsq-peer
-    mv -f "$tmp/nsqd" "$tmp/nsqlookupd" "$tmp/nsq-peer" "$CACHE/bin/"
+        go install -mod=readonly -trimpath -buildvcs=false github.com/nsqio/nsq/bench/bench_writer
+    timed "go: build nsq-peer, nsq-bench-client (go-nsq $(sed -nE 's/^[[:space:]]*github\.com\/nsqio\/go-nsq[[:space:]]+(v[^[:space:]]+).*/\1/p' "$GO_DIR/go.mod"))" \
+        env -C "$GO_DIR" GOTOOLCHAIN=local GOBIN="$tmp" \
+        go install -mod=readonly -trimpath -buildvcs=false ./cmd/nsq-peer ./cmd/nsq-bench-client
+    mv -f "$tmp/nsqd" "$tmp/nsqlookupd" "$tmp/bench_writer" "$tmp/nsq-peer" "$tmp/nsq-bench-client" "$CACHE/bin/"
     rmdir "$tmp"
-    verify_go || die "freshly built nsqd/nsqlookupd/nsq-peer do not verify (see above)"
+    verify_go || die "freshly built nsqd/nsqlookupd/bench_writer/nsq-peer/nsq-bench-client do not verify (see above)"
     stamp_set go "$key"
 }
 
@@ -170,6 +186,39 @@ install_node() {
     stamp_set node "$key"
 }
 
+# ---- rust: tokio-nsq-bench -----------------------------------------------------------------------
+RUST_DIR="$PEERS_SRC/rust/tokio-nsq-bench"
+
+verify_rust() {
+    # A usage error (exit 2) shows that it runs.
+    [ -x "$CACHE/bin/tokio-nsq-bench" ] || return 1
+    "$CACHE/bin/tokio-nsq-bench" 2>/dev/null && return 1
+    [ $? -eq 2 ] || {
+        log "$CACHE/bin/tokio-nsq-bench does not run"
+        return 1
+    }
+}
+
+install_rust() {
+    local key
+    key=$(key_of "$RUST_DIR/Cargo.toml" "$RUST_DIR/Cargo.lock" "$RUST_DIR"/src/*.rs)
+    if stamp_ok rust "$key" && verify_rust; then
+        log "rust: tokio-nsq-bench cached in $CACHE/bin"
+        return
+    fi
+    need cargo rust
+    mkdir -p "$CACHE/bin"
+    # Its own target dir in the cache (kept, so a rebuild after a source change is quick), and
+    # --locked: the committed Cargo.lock is the pin.
+    timed "rust: build tokio-nsq-bench ($(sed -nE 's/^tokio-nsq = "=?([^"]+)".*/tokio-nsq \1/p' "$RUST_DIR/Cargo.toml"), $(rustc --version))" \
+        env CARGO_TARGET_DIR="$CACHE/rust-target" \
+        cargo build --release --locked --manifest-path "$RUST_DIR/Cargo.toml"
+    cp -f "$CACHE/rust-target/release/tokio-nsq-bench" "$CACHE/bin/tokio-nsq-bench.tmp.$$"
+    mv -f "$CACHE/bin/tokio-nsq-bench.tmp.$$" "$CACHE/bin/tokio-nsq-bench"
+    verify_rust || die "freshly built tokio-nsq-bench does not verify (see above)"
+    stamp_set rust "$key"
+}
+
 # ---- env file -------------------------------------------------------------------------------------
 # shellcheck disable=SC2016 # the PATH lines are expanded when env.sh is sourced
 write_env() {
@@ -181,6 +230,8 @@ write_env() {
             printf 'export NSQD_BIN=%q\n' "$CACHE/bin/nsqd"
             printf 'export NSQLOOKUPD_BIN=%q\n' "$CACHE/bin/nsqlookupd"
             printf 'export NSQ_GO_PEER=%q\n' "$CACHE/bin/nsq-peer"
+            printf 'export NSQ_GO_BENCH=%q\n' "$CACHE/bin/nsq-bench-client"
+            printf 'export NSQ_BENCH_WRITER=%q\n' "$CACHE/bin/bench_writer"
             printf 'case ":$PATH:" in *:%q:*) ;; *) export PATH=%q:"$PATH" ;; esac\n' "$CACHE/bin" "$CACHE/bin"
         fi
         if verify_python; then
@@ -192,6 +243,9 @@ write_env() {
             printf 'case ":${NODE_PATH:-}:" in *:%q:*) ;; *) export NODE_PATH=%q${NODE_PATH:+:$NODE_PATH} ;; esac\n' \
                 "$NODE_DIR/node_modules" "$NODE_DIR/node_modules"
         fi
+        if verify_rust; then
+            printf 'export NSQ_TOKIO_NSQ_BENCH=%q\n' "$CACHE/bin/tokio-nsq-bench"
+        fi
     } >"$tmp"
     mv -f "$tmp" "$f"
 }
@@ -202,6 +256,7 @@ report_versions() {
 import sys
 from importlib.metadata import version
 print(sys.version.split()[0], *("%s %s" % (p, version(p)) for p in ("python-snappy", "pynsq", "tornado")), sep=", ")')"
+    verify_rust && log "tokio-nsq-bench: $(sed -nE '/^name = "tokio-nsq"$/{n;s/^version = "(.*)"/tokio-nsq \1/p}' "$RUST_DIR/Cargo.lock")"
     verify_node && log "nsqjs: $(NODE_PATH="$NODE_DIR/node_modules" node -p 'require("nsqjs/package.json").version') (node $(node --version))"
     return 0
 }

@@ -466,6 +466,31 @@ struct Pending {
     respond: oneshot::Sender<Answer>,
 }
 
+/// The written requests, oldest first, shared by the writer (which appends before it writes)
+/// and the reader (which takes the oldest for each answer). A plain locked queue rather than
+/// a channel: the reader looks at it only when an answer arrives, so handing a request over
+/// wakes nobody.
+#[derive(Default)]
+struct Written {
+    queue: std::sync::Mutex<WrittenQueue>,
+}
+
+#[derive(Default)]
+struct WrittenQueue {
+    pending: VecDeque<Pending>,
+    /// Set by the writer when it writes nothing more.
+    writer_done: bool,
+    /// Set by the reader when it stops: nothing more will be answered.
+    reader_done: bool,
+}
+
+impl Written {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WrittenQueue> {
+        // A panic while holding the lock leaves the queue consistent (push/pop only).
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 impl ConnTask {
     async fn run(mut self) {
         let mut failures = 0u32;
@@ -550,15 +575,18 @@ impl ConnTask {
         let mut reader = FramedRead::new(read_half, codec);
         *reader.read_buffer_mut() = parts.read_buf;
 
-        let (pending_tx, pending_rx) = mpsc::unbounded_channel::<Pending>();
+        let written = Arc::new(Written::default());
         let heartbeat = Arc::new(Notify::new());
         let reader_stop = CancellationToken::new();
+        // Wakes the reader when the writer is done, so it can end once all is answered.
+        let writer_done = Arc::new(Notify::new());
         let read_deadline = self.config.connection.heartbeat_interval * 2;
         let reader_task = tokio::spawn(
             read_answers(
                 reader,
-                pending_rx,
+                written.clone(),
                 heartbeat.clone(),
+                writer_done.clone(),
                 reader_stop.clone(),
                 read_deadline,
             )
@@ -567,12 +595,20 @@ impl ConnTask {
         let mut reader_task = std::pin::pin!(reader_task);
         let mut reader_ended = false;
         let mut buf = BytesMut::with_capacity(64 * 1024);
+        // Reused from batch to batch.
+        let mut batch: Vec<Request> = Vec::with_capacity(64);
+        let mut staged: Vec<Pending> = Vec::with_capacity(64);
         let mut next = Some(first);
         let mut closing = false;
+        // Made once and polled again on every turn, not made anew per turn (each would
+        // register with its notifier again).
+        let cancel = self.cancel.clone();
+        let mut cancelled = std::pin::pin!(cancel.cancelled());
+        let mut heartbeat_due = std::pin::pin!(heartbeat.notified());
         let result: Result<(), String> = loop {
             if let Some(request) = next.take() {
                 // Coalesce every request at hand into one write.
-                let mut batch = vec![request];
+                batch.push(request);
                 while batch.len() < 1024 {
                     match self.rx.try_recv() {
                         Ok(request) => batch.push(request),
@@ -580,7 +616,7 @@ impl ConnTask {
                     }
                 }
                 if let Err(why) = self
-                    .write_batch(batch, &mut buf, &mut write_half, &pending_tx)
+                    .write_batch(&mut batch, &mut staged, &mut buf, &mut write_half, &written)
                     .await
                 {
                     break Err(why);
@@ -599,7 +635,8 @@ impl ConnTask {
                         Err(e) => format!("reader task failed: {e}"),
                     });
                 }
-                _ = heartbeat.notified() => {
+                _ = heartbeat_due.as_mut() => {
+                    heartbeat_due.set(heartbeat.notified());
                     buf.clear();
                     if let Err(why) = self.write_command(&Command::Nop, &mut buf, &mut write_half).await {
                         break Err(why);
@@ -609,12 +646,18 @@ impl ConnTask {
                     Some(request) => next = Some(request),
                     None => closing = true,
                 },
-                _ = self.cancel.cancelled(), if !closing => closing = true,
+                _ = cancelled.as_mut(), if !closing => closing = true,
             }
         };
+        // Requests taken from the queue but not written (the write failed): the reader's
+        // final sweep answers what was written; these are answered here.
+        for request in batch.drain(..) {
+            fail(request, PublishErrorKind::Disconnected);
+        }
         // Let the reader collect the answers to what was written (bounded by the timeout),
         // then stop it; whatever is left is answered `Disconnected` with its bodies.
-        drop(pending_tx);
+        written.lock().writer_done = true;
+        writer_done.notify_one();
         if !reader_ended && result.is_ok() {
             let wait = self
                 .config
@@ -668,14 +711,16 @@ impl ConnTask {
     /// in order, and writes it all at once.
     async fn write_batch(
         &self,
-        batch: Vec<Request>,
+        batch: &mut Vec<Request>,
+        staged: &mut Vec<Pending>,
         buf: &mut BytesMut,
         write_half: &mut WriteHalf<Transport>,
-        pending: &mpsc::UnboundedSender<Pending>,
+        written: &Written,
     ) -> Result<(), String> {
         buf.clear();
         let mut pings = Vec::new();
-        for Request { cmd, respond } in batch {
+        staged.clear();
+        for Request { cmd, respond } in batch.drain(..) {
             if respond.is_closed() {
                 // The caller timed out or dropped the publish before it was written.
                 continue;
@@ -689,8 +734,18 @@ impl ConnTask {
                 pings.push(respond);
                 continue;
             }
-            if let Err(mpsc::error::SendError(p)) = pending.send(Pending { cmd, respond }) {
-                let _ = p.respond.send(Err((PublishErrorKind::Disconnected, p.cmd)));
+            staged.push(Pending { cmd, respond });
+        }
+        // Encoded without the lock (the reader may be taking answers meanwhile); handed over
+        // in one short lock, before the write.
+        {
+            let mut queue = written.lock();
+            if queue.reader_done {
+                for p in staged.drain(..) {
+                    let _ = p.respond.send(Err((PublishErrorKind::Disconnected, p.cmd)));
+                }
+            } else {
+                queue.pending.extend(staged.drain(..));
             }
         }
         if buf.is_empty() {
@@ -712,27 +767,39 @@ fn fail(request: Request, kind: PublishErrorKind) {
 /// connection ended; every request still waiting is answered `Disconnected`.
 async fn read_answers(
     mut reader: FramedRead<tokio::io::ReadHalf<Transport>, ClientCodec>,
-    mut pending_rx: mpsc::UnboundedReceiver<Pending>,
+    written: Arc<Written>,
     heartbeat: Arc<Notify>,
+    writer_done: Arc<Notify>,
     stop: CancellationToken,
     read_deadline: Duration,
 ) -> String {
-    let mut waiting: VecDeque<Pending> = VecDeque::new();
-    let mut writer_open = true;
     let mut last_read = Instant::now();
+    // One timer for the read deadline, moved on only when it fires early: resetting it for
+    // every answer would cost a timer update per publish.
+    let mut deadline = std::pin::pin!(tokio::time::sleep_until(last_read + read_deadline));
+    let mut stopped = std::pin::pin!(stop.cancelled());
+    let mut writer_finished = std::pin::pin!(writer_done.notified());
     let why = loop {
-        if !writer_open && waiting.is_empty() {
-            // The writer is done and everything it wrote is answered.
-            break "closed".to_owned();
+        {
+            let queue = written.lock();
+            if queue.writer_done && queue.pending.is_empty() {
+                // The writer is done and everything it wrote is answered.
+                break "closed".to_owned();
+            }
         }
         tokio::select! {
             biased;
-            _ = stop.cancelled() => break "closed".to_owned(),
-            p = pending_rx.recv(), if writer_open => match p {
-                Some(p) => waiting.push_back(p),
-                None => writer_open = false,
-            },
-            _ = tokio::time::sleep_until(last_read + read_deadline) => {
+            _ = stopped.as_mut() => break "closed".to_owned(),
+            _ = writer_finished.as_mut() => {
+                // Checked at the top of the loop; wait for the next notification meanwhile.
+                writer_finished.set(writer_done.notified());
+            }
+            _ = deadline.as_mut() => {
+                let due = last_read + read_deadline;
+                if due > Instant::now() {
+                    deadline.as_mut().reset(due);
+                    continue;
+                }
                 break format!("nothing from nsqd for {read_deadline:?}");
             }
             frame = reader.next() => {
@@ -748,12 +815,9 @@ async fn read_answers(
                     Some(Ok(Frame::Error(e))) => Err(e),
                     Some(Ok(Frame::Message(_))) => break "nsqd sent a message to a producer".to_owned(),
                 };
-                // The writer hands each request over before writing it, so its entry is
-                // in the channel by the time its answer can arrive.
-                while let Ok(p) = pending_rx.try_recv() {
-                    waiting.push_back(p);
-                }
-                let Some(p) = waiting.pop_front() else {
+                // The writer queues each request before writing it, so its entry is there
+                // by the time its answer can arrive.
+                let Some(p) = written.lock().pending.pop_front() else {
                     break "an answer with no publish waiting for it".to_owned();
                 };
                 let fatal = answer.as_ref().err().is_some_and(|e| e.code.is_fatal());
@@ -768,10 +832,11 @@ async fn read_answers(
             }
         }
     };
-    pending_rx.close();
-    while let Ok(p) = pending_rx.try_recv() {
-        waiting.push_back(p);
-    }
+    let waiting = {
+        let mut queue = written.lock();
+        queue.reader_done = true;
+        std::mem::take(&mut queue.pending)
+    };
     for p in waiting {
         let _ = p.respond.send(Err((PublishErrorKind::Disconnected, p.cmd)));
     }

@@ -1,0 +1,201 @@
+//! nsq-client's `Producer` with `ProducerConfig::default()` under the loads of
+//! `nsq-client-bench`. Same command line and report as the go-nsq program
+//! (`tests/peers/go/cmd/nsq-bench-client`) and the tokio-nsq one
+//! (`tests/peers/rust/tokio-nsq-bench`):
+//!
+//! ```text
+//! nsq-producer-client --nsqd HOST:PORT --topic T --mode awaited|pipelined|mpub
+//!                     --callers N --batch K --count M --size B [--window W]
+//! ```
+//!
+//! * awaited: N tasks, each awaits `publish` before the next;
+//! * pipelined: N tasks, each runs its `publish` calls through `buffer_unordered(W)`, so up to
+//!   W are outstanding and every call still resolves with its own answer;
+//! * mpub: the same with `multi_publish` of K bodies.
+//!
+//! M is the total over all tasks (rounded up to whole batches). There is no consume mode
+//! yet: nsq-client has no consumer.
+//!
+//! One JSON line goes to stdout: `{"client","mode","messages","seconds","cpu_seconds"}`.
+//! cpu_seconds is this process's utime + stime from `/proc/self/stat` (clock ticks; Linux
+//! fixes the tick rate that it shows user space, USER_HZ, at 100 on every architecture this
+//! runs on, so no `sysconf` call, which would need `unsafe`). Runs last seconds, so the 10 ms
+//! resolution is well below the noise.
+// A benchmark client reports on stdout: that is its output, not stray debugging.
+#![allow(clippy::print_stdout)]
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use nsq_client::proto::Topic;
+use nsq_client::{Producer, ProducerConfig};
+
+#[derive(Debug, Clone)]
+struct Opts {
+    nsqd: String,
+    topic: String,
+    mode: String,
+    callers: usize,
+    batch: usize,
+    count: usize,
+    size: usize,
+    window: usize,
+}
+
+fn parse_args() -> Result<Opts, String> {
+    let mut o = Opts {
+        nsqd: String::new(),
+        topic: String::new(),
+        mode: String::new(),
+        callers: 1,
+        batch: 1,
+        count: 0,
+        size: 100,
+        window: 1000,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or(format!("{flag} needs a value"))?;
+        let num = || {
+            value
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or(format!("{flag}: not a positive number: {value:?}"))
+        };
+        match flag.as_str() {
+            "--nsqd" => o.nsqd = value.clone(),
+            "--topic" => o.topic = value.clone(),
+            "--mode" => o.mode = value.clone(),
+            "--callers" => o.callers = num()?,
+            "--batch" => o.batch = num()?,
+            "--count" => o.count = num()?,
+            "--size" => o.size = num()?,
+            "--window" => o.window = num()?,
+            // Accepted for a common command line; only the consume mode would use it.
+            "--channel" => {}
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    if o.nsqd.is_empty() || o.topic.is_empty() || o.count == 0 {
+        return Err("--nsqd, --topic and --count are needed".into());
+    }
+    if !matches!(o.mode.as_str(), "awaited" | "pipelined" | "mpub") {
+        return Err(format!("unsupported --mode {:?}", o.mode));
+    }
+    Ok(o)
+}
+
+/// User + system CPU seconds of this process, from `/proc/self/stat`.
+fn cpu_seconds() -> Result<f64, String> {
+    const USER_HZ: f64 = 100.0;
+    let stat = std::fs::read_to_string("/proc/self/stat").map_err(|e| e.to_string())?;
+    // Fields after the command name (which is in parentheses and may hold spaces):
+    // state is field 3, utime field 14 and stime field 15.
+    let rest = stat.rsplit_once(')').ok_or("bad /proc/self/stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| -> Result<f64, String> {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|t| t as f64 / USER_HZ)
+            .ok_or_else(|| "bad /proc/self/stat".to_owned())
+    };
+    Ok(tick(11)? + tick(12)?)
+}
+
+/// One caller's share of `total` units.
+fn share(total: usize, callers: usize, i: usize) -> usize {
+    total / callers + usize::from(i < total % callers)
+}
+
+async fn caller(producer: Producer, topic: Topic, o: Opts, units: usize) -> Result<(), String> {
+    let body = Bytes::from(vec![b'x'; o.size]);
+    let bodies = vec![body.clone(); o.batch];
+    match o.mode.as_str() {
+        "awaited" => {
+            for _ in 0..units {
+                producer
+                    .publish(&topic, body.clone())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        _ => {
+            let mpub = o.mode == "mpub";
+            let mut answers = futures::stream::iter(0..units)
+                .map(|_| {
+                    let (producer, topic) = (&producer, &topic);
+                    let (body, bodies) = (body.clone(), bodies.clone());
+                    async move {
+                        if mpub {
+                            producer.multi_publish(topic, bodies).await
+                        } else {
+                            producer.publish(topic, body).await
+                        }
+                    }
+                })
+                .buffer_unordered(o.window);
+            while let Some(answer) = answers.next().await {
+                answer.map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn run(o: &Opts) -> Result<usize, String> {
+    let producer =
+        Producer::new(o.nsqd.clone(), ProducerConfig::default()).map_err(|e| e.to_string())?;
+    let topic = Topic::new(o.topic.clone()).map_err(|e| e.to_string())?;
+    let per = if o.mode == "mpub" { o.batch } else { 1 };
+    let units = o.count.div_ceil(per);
+    let tasks: Vec<_> = (0..o.callers)
+        .map(|i| {
+            tokio::spawn(caller(
+                producer.clone(),
+                topic.clone(),
+                o.clone(),
+                share(units, o.callers, i),
+            ))
+        })
+        .collect();
+    for task in tasks {
+        task.await.map_err(|e| e.to_string())??;
+    }
+    producer.close().await;
+    Ok(units * per)
+}
+
+fn main() -> ExitCode {
+    let o = match parse_args() {
+        Ok(o) => o,
+        Err(why) => {
+            eprintln!("[nsq-producer-client] usage error: {why}");
+            return ExitCode::from(2);
+        }
+    };
+    // The default multi-thread runtime, as an application would have it.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let start = Instant::now();
+    let result = rt.block_on(run(&o));
+    let seconds = start.elapsed().as_secs_f64();
+    match result.and_then(|messages| Ok((messages, cpu_seconds()?))) {
+        Ok((messages, cpu)) => {
+            println!(
+                "{{\"client\":\"nsq-client\",\"mode\":\"{}\",\"messages\":{messages},\"seconds\":{seconds},\"cpu_seconds\":{cpu}}}",
+                o.mode
+            );
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            eprintln!("[nsq-producer-client] failed: {why}");
+            ExitCode::FAILURE
+        }
+    }
+}
