@@ -831,7 +831,16 @@ impl Supervisor {
                 biased;
                 _ = self.stop.cancelled() => break,
                 event = self.events_rx.recv() => match event {
-                    Some(event) => self.on_event(event),
+                    Some(event) => {
+                        self.on_event(event);
+                        // Take what else is waiting before the stats snapshot is rebuilt.
+                        for _ in 0..1024 {
+                            match self.events_rx.try_recv() {
+                                Ok(event) => self.on_event(event),
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     None => break,
                 },
                 _ = sleep_until(rdy_deadline) => {

@@ -293,7 +293,10 @@ mod tests {
         msg.finish().unwrap();
         assert_eq!(rx.try_recv().unwrap().ack, Ack::Touch);
         assert_eq!(rx.try_recv().unwrap().ack, Ack::Finish);
-        assert!(rx.try_recv().is_err(), "no requeue from the drop after finish");
+        assert!(
+            rx.try_recv().is_err(),
+            "no requeue from the drop after finish"
+        );
     }
 
     #[test]

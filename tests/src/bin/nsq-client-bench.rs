@@ -559,11 +559,6 @@ fn main() -> ExitCode {
                 );
                 let topic = topic.replace(' ', "_");
                 if sc.mode == "consume" {
-                    if client == Client::Ours {
-                        // TODO(consumer): run nsq-client's consumer here once it exists
-                        // (a `consume` mode in nsq-producer-client or its own program).
-                        continue;
-                    }
                     if let Err(why) = bench.prefill(&topic, sc.count) {
                         eprintln!("{} / {}: {why}", sc.title, client.name());
                         failed = true;
@@ -637,9 +632,6 @@ fn main() -> ExitCode {
                 ratio(*rate, best_rate),
                 cpu.map_or("–".into(), |c| ratio(c, best_cpu)),
             );
-        }
-        if sc.mode == "consume" {
-            println!("| {} | nsq-client | (no consumer yet) | | | |", sc.title);
         }
     }
     if failed {

@@ -4,17 +4,18 @@
 //! (`tests/peers/rust/tokio-nsq-bench`):
 //!
 //! ```text
-//! nsq-producer-client --nsqd HOST:PORT --topic T --mode awaited|pipelined|mpub
-//!                     --callers N --batch K --count M --size B [--window W]
+//! nsq-producer-client --nsqd HOST:PORT --topic T --mode awaited|pipelined|mpub|consume
+//!                     --callers N --batch K --count M --size B [--window W] [--channel C]
 //! ```
 //!
 //! * awaited: N tasks, each awaits `publish` before the next;
 //! * pipelined: N tasks, each runs its `publish` calls through `buffer_unordered(W)`, so up to
 //!   W are outstanding and every call still resolves with its own answer;
-//! * mpub: the same with `multi_publish` of K bodies.
+//! * mpub: the same with `multi_publish` of K bodies;
+//! * consume: nsq-client's `Consumer` on T/C with max_in_flight 2500 (as the go-nsq and
+//!   tokio-nsq programs), finishing every message, until M messages arrived.
 //!
-//! M is the total over all tasks (rounded up to whole batches). There is no consume mode
-//! yet: nsq-client has no consumer.
+//! M is the total over all tasks (rounded up to whole batches).
 //!
 //! One JSON line goes to stdout: `{"client","mode","messages","seconds","cpu_seconds"}`.
 //! cpu_seconds is this process's utime + stime from `/proc/self/stat` (clock ticks; Linux
@@ -42,6 +43,7 @@ struct Opts {
     count: usize,
     size: usize,
     window: usize,
+    channel: String,
 }
 
 fn parse_args() -> Result<Opts, String> {
@@ -54,6 +56,7 @@ fn parse_args() -> Result<Opts, String> {
         count: 0,
         size: 100,
         window: 1000,
+        channel: "bench".to_owned(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -74,15 +77,17 @@ fn parse_args() -> Result<Opts, String> {
             "--count" => o.count = num()?,
             "--size" => o.size = num()?,
             "--window" => o.window = num()?,
-            // Accepted for a common command line; only the consume mode would use it.
-            "--channel" => {}
+            "--channel" => o.channel = value.clone(),
             other => return Err(format!("unknown option {other}")),
         }
     }
     if o.nsqd.is_empty() || o.topic.is_empty() || o.count == 0 {
         return Err("--nsqd, --topic and --count are needed".into());
     }
-    if !matches!(o.mode.as_str(), "awaited" | "pipelined" | "mpub") {
+    if !matches!(
+        o.mode.as_str(),
+        "awaited" | "pipelined" | "mpub" | "consume"
+    ) {
         return Err(format!("unsupported --mode {:?}", o.mode));
     }
     Ok(o)
@@ -146,7 +151,31 @@ async fn caller(producer: Producer, topic: Topic, o: Opts, units: usize) -> Resu
     Ok(())
 }
 
+/// Takes `count` messages with nsq-client's consumer, finishing each, then stops it.
+async fn consume(o: &Opts) -> Result<usize, String> {
+    use nsq_client::proto::Channel;
+    use nsq_client::{Consumer, ConsumerConfig};
+    let topic = Topic::new(o.topic.clone()).map_err(|e| e.to_string())?;
+    let channel = Channel::new(o.channel.clone()).map_err(|e| e.to_string())?;
+    let mut consumer = Consumer::builder(topic, channel)
+        .nsqd(o.nsqd.clone())
+        .config(ConsumerConfig::default().max_in_flight(2500))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut taken = 0;
+    while taken < o.count {
+        let msg = consumer.next().await.ok_or("the consumer stopped early")?;
+        msg.finish().map_err(|e| e.to_string())?;
+        taken += 1;
+    }
+    consumer.stop().await;
+    Ok(taken)
+}
+
 async fn run(o: &Opts) -> Result<usize, String> {
+    if o.mode == "consume" {
+        return consume(o).await;
+    }
     let producer =
         Producer::new(o.nsqd.clone(), ProducerConfig::default()).map_err(|e| e.to_string())?;
     let topic = Topic::new(o.topic.clone()).map_err(|e| e.to_string())?;
