@@ -103,26 +103,34 @@ impl RealNsqd {
     ///
     /// When the process cannot start or does not report listening in time.
     pub fn start(bin: &std::path::Path, extra: &[&str]) -> Self {
-        let tcp_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let http_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let data_path = std::env::temp_dir().join(format!(
-            "nsqd-test-{}-{}",
-            std::process::id(),
-            tcp_addr.port()
-        ));
-        std::fs::create_dir_all(&data_path).expect("create nsqd data dir");
         let extra: Vec<String> = extra.iter().map(|&f| f.to_owned()).collect();
-        let child = Self::spawn(bin, &extra, tcp_addr, http_addr, &data_path);
-        let mut nsqd = Self {
-            child,
-            bin: bin.to_owned(),
-            extra,
-            data_path,
-            tcp_addr,
-            http_addr,
-        };
-        wait_listening("nsqd", &mut nsqd.child, tcp_addr, http_addr);
-        nsqd
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let tcp_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+            let http_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+            let data_path = std::env::temp_dir().join(format!(
+                "nsqd-test-{}-{}",
+                std::process::id(),
+                tcp_addr.port()
+            ));
+            std::fs::create_dir_all(&data_path).expect("create nsqd data dir");
+            let child = Self::spawn(bin, &extra, tcp_addr, http_addr, &data_path);
+            // Built before waiting, so that Drop kills the child and removes its data path.
+            let mut nsqd = Self {
+                child,
+                bin: bin.to_owned(),
+                extra: extra.clone(),
+                data_path,
+                tcp_addr,
+                http_addr,
+            };
+            match wait_listening("nsqd", &mut nsqd.child, tcp_addr, http_addr) {
+                Ok(()) => return nsqd,
+                Err(why) if port_taken(&why) && attempt < START_ATTEMPTS => continue,
+                Err(why) => panic!("{why}"),
+            }
+        }
     }
 
     fn spawn(
@@ -177,17 +185,24 @@ impl RealNsqd {
             self.http_addr,
             &self.data_path,
         );
-        wait_listening("nsqd", &mut self.child, self.tcp_addr, self.http_addr);
+        if let Err(why) = wait_listening("nsqd", &mut self.child, self.tcp_addr, self.http_addr) {
+            panic!("{why}");
+        }
     }
 }
 
 /// Waits until a child that logs Go-NSQ style (`TCP: listening on ADDR`, `HTTP: listening
 /// on ADDR` on stderr) listens on both addresses; keeps draining its stderr afterwards.
 ///
-/// # Panics
+/// # Errors
 ///
-/// When it does not say so within [`START_TIMEOUT`].
-fn wait_listening(what: &str, child: &mut Child, tcp_addr: SocketAddr, http_addr: SocketAddr) {
+/// What it said, when it does not say so within [`START_TIMEOUT`] (or exits first).
+fn wait_listening(
+    what: &str,
+    child: &mut Child,
+    tcp_addr: SocketAddr,
+    http_addr: SocketAddr,
+) -> Result<(), String> {
     let stderr = child.stderr.take().expect("piped stderr");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -211,10 +226,20 @@ fn wait_listening(what: &str, child: &mut Child, tcp_addr: SocketAddr, http_addr
             }
             Err(_) => {
                 let status = child.try_wait();
-                panic!("{what} did not start listening within {START_TIMEOUT:?} (status {status:?}); it said:\n{}", seen.join("\n"));
+                return Err(format!("{what} did not start listening within {START_TIMEOUT:?} (status {status:?}); it said:\n{}", seen.join("\n")));
             }
         }
     }
+    Ok(())
+}
+
+/// How many times a child is started on fresh ports when a port it was given was taken
+/// meanwhile (`free_port` releases the port before the child binds it).
+const START_ATTEMPTS: usize = 5;
+
+/// Whether a start failed only because a port was taken between `free_port` and the bind.
+fn port_taken(output: &str) -> bool {
+    output.contains("address already in use")
 }
 
 /// A real `nsqlookupd` process on loopback, killed on drop.
@@ -234,24 +259,31 @@ impl RealNsqlookupd {
     ///
     /// When the process cannot start or does not report listening in time.
     pub fn start(bin: &std::path::Path) -> Self {
-        let tcp_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let http_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let child = Command::new(bin)
-            .arg(format!("--tcp-address={tcp_addr}"))
-            .arg(format!("--http-address={http_addr}"))
-            .arg("--broadcast-address=127.0.0.1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
-        let mut lookupd = Self {
-            child,
-            tcp_addr,
-            http_addr,
-        };
-        wait_listening("nsqlookupd", &mut lookupd.child, tcp_addr, http_addr);
-        lookupd
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let tcp_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+            let http_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+            let child = Command::new(bin)
+                .arg(format!("--tcp-address={tcp_addr}"))
+                .arg(format!("--http-address={http_addr}"))
+                .arg("--broadcast-address=127.0.0.1")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+            let mut lookupd = Self {
+                child,
+                tcp_addr,
+                http_addr,
+            };
+            match wait_listening("nsqlookupd", &mut lookupd.child, tcp_addr, http_addr) {
+                Ok(()) => return lookupd,
+                Err(why) if port_taken(&why) && attempt < START_ATTEMPTS => continue,
+                Err(why) => panic!("{why}"),
+            }
+        }
     }
 }
 
