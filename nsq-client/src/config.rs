@@ -106,7 +106,7 @@ pub struct ConnectionConfig {
 
 impl Default for ConnectionConfig {
     fn default() -> Self {
-        let hostname = hostname();
+        let hostname = nsq_proto::identify::local_hostname();
         Self {
             client_id: hostname.split('.').next().unwrap_or_default().to_owned(),
             hostname,
@@ -346,13 +346,4 @@ impl ConnectionConfig {
         identify.sample_rate = i64::from(self.sample_rate);
         identify
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "localhost".to_owned())
 }

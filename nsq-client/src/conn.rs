@@ -224,3 +224,44 @@ async fn expect_ok(
         })
     }
 }
+
+/// The wait before reconnection attempt number `failures` (1-based): `min` doubled per
+/// failure up to `max`, plus up to 25 % jitter so that many clients do not reconnect in step.
+pub(crate) fn reconnect_delay(
+    failures: u32,
+    min: std::time::Duration,
+    max: std::time::Duration,
+) -> std::time::Duration {
+    let exp = min.saturating_mul(1u32 << failures.clamp(1, 16).saturating_sub(1));
+    let wait = exp.min(max);
+    wait + wait.mul_f64(fastrand::f64() * 0.25)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn reconnect_delay_doubles_to_the_cap_with_bounded_jitter() {
+        let (min, max) = (Duration::from_millis(100), Duration::from_secs(1));
+        for (failures, base) in [
+            (1, 100),
+            (2, 200),
+            (3, 400),
+            (4, 800),
+            (5, 1000),
+            (60, 1000),
+        ] {
+            let d = reconnect_delay(failures, min, max);
+            let base = Duration::from_millis(base);
+            assert!(d >= base && d <= base.mul_f64(1.25), "{failures}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn host_of_strips_the_port_and_ipv6_brackets() {
+        assert_eq!(host_of("nsqd.internal:4150"), "nsqd.internal");
+        assert_eq!(host_of("[::1]:4150"), "::1");
+    }
+}

@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::{SinkExt, Stream, StreamExt};
-use nsq_proto::lookup::{decode_response, is_v1_header, join_host_port, LookupResponse, ACCEPT_V1};
+use nsq_proto::lookup::LookupResponse;
 use nsq_proto::{Channel, Command, Frame, Response, Topic};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -920,7 +920,7 @@ impl Supervisor {
                 }
                 if self.nsqd.contains(&addr) && !self.stop.is_cancelled() {
                     let failures = self.direct_failures.get(&addr).map_or(0, |(n, _)| *n) + 1;
-                    let wait = backoff(
+                    let wait = conn::reconnect_delay(
                         failures,
                         self.config.reconnect_min,
                         self.config.reconnect_max,
@@ -1055,12 +1055,6 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-fn backoff(failures: u32, min: Duration, max: Duration) -> Duration {
-    let exp = min.saturating_mul(1u32 << failures.min(16).saturating_sub(1));
-    let wait = exp.min(max);
-    wait + wait.mul_f64(fastrand::f64() * 0.25)
-}
-
 /// One lookupd's producers for `topic`, as `host:port`. A 404 (topic not produced yet) is
 /// no producers, not an error.
 async fn lookup(
@@ -1068,35 +1062,11 @@ async fn lookup(
     lookupd: &str,
     topic: &Topic,
 ) -> Result<Vec<String>, String> {
-    let base = if lookupd.contains("://") {
-        lookupd.trim_end_matches('/').to_owned()
-    } else {
-        format!("http://{lookupd}")
-    };
-    let url = format!("{base}/lookup");
-    let response = http
-        .get(&url)
-        .query(&[("topic", topic.as_str())])
-        .header("Accept", ACCEPT_V1)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = response.status().as_u16();
-    let v1 = response
-        .headers()
-        .get(nsq_proto::lookup::V1_HEADER)
-        .is_some_and(|v| is_v1_header(v.as_bytes()));
-    let body = response.bytes().await.map_err(|e| e.to_string())?;
-    if status == 404 {
-        tracing::debug!(%url, "topic not found yet");
-        return Ok(Vec::new());
-    }
-    let answer: LookupResponse = decode_response(status, v1, &body).map_err(|e| e.to_string())?;
+    let answer: Option<LookupResponse> =
+        crate::lookupd::get(http, lookupd, "lookup", &[("topic", topic.as_str())]).await?;
     Ok(answer
-        .producers
-        .iter()
-        .map(|p| join_host_port(&p.broadcast_address, p.tcp_port))
-        .collect())
+        .map(|a| a.producers.iter().map(crate::lookupd::tcp_addr).collect())
+        .unwrap_or_default())
 }
 
 /// How long a closing connection keeps reading after CLOSE_WAIT for late messages.

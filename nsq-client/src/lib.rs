@@ -38,6 +38,7 @@ mod config;
 mod conn;
 mod consumer;
 mod error;
+mod lookupd;
 mod message;
 mod pool;
 mod producer;

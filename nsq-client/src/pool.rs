@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use nsq_proto::lookup::{decode_response, is_v1_header, join_host_port, NodesResponse, ACCEPT_V1};
+use nsq_proto::lookup::NodesResponse;
 use nsq_proto::Topic;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -444,32 +444,14 @@ impl ProducerPool {
 async fn discover(http: &reqwest::Client, lookupds: &[String]) -> Vec<String> {
     let mut found = std::collections::BTreeSet::new();
     for lookupd in lookupds {
-        let url = if lookupd.contains("://") {
-            format!("{lookupd}/nodes")
-        } else {
-            format!("http://{lookupd}/nodes")
-        };
-        let answer = async {
-            let response = http.get(&url).header("Accept", ACCEPT_V1).send().await?;
-            let status = response.status().as_u16();
-            let v1 = response
-                .headers()
-                .get(nsq_proto::lookup::V1_HEADER)
-                .is_some_and(|v| is_v1_header(v.as_bytes()));
-            let body = response.bytes().await?;
-            Ok::<_, reqwest::Error>((status, v1, body))
-        };
-        match answer.await {
-            Ok((status, v1, body)) => match decode_response::<NodesResponse>(status, v1, &body) {
-                Ok(nodes) => {
-                    for node in nodes.producers {
-                        let p = node.producer;
-                        found.insert(join_host_port(&p.broadcast_address, p.tcp_port));
-                    }
-                }
-                Err(err) => tracing::warn!(%url, %err, "bad /nodes answer"),
-            },
-            Err(err) => tracing::warn!(%url, %err, "nsqlookupd unreachable"),
+        match crate::lookupd::get::<NodesResponse>(http, lookupd, "nodes", &[]).await {
+            Ok(nodes) => found.extend(
+                nodes
+                    .into_iter()
+                    .flat_map(|n| n.producers)
+                    .map(|node| crate::lookupd::tcp_addr(&node.producer)),
+            ),
+            Err(err) => tracing::warn!(%lookupd, %err, "nsqlookupd /nodes failed"),
         }
     }
     found.into_iter().collect()

@@ -546,12 +546,9 @@ impl ConnTask {
     /// back), as a connect attempt would: waiting out the backoff could outlast their timeout,
     /// and a pool could have sent them to another nsqd instead.
     async fn backoff(&mut self, failures: u32, why: &str) -> Result<(), ()> {
-        let min = self.config.backoff_min;
-        let exp = min.saturating_mul(1u32 << failures.min(16).saturating_sub(1));
-        let wait = exp.min(self.config.backoff_max);
-        // Up to 25 % jitter, so that many producers do not reconnect in step.
-        let jitter = wait.mul_f64(fastrand::f64() * 0.25);
-        let until = tokio::time::sleep(wait + jitter);
+        let wait =
+            conn::reconnect_delay(failures, self.config.backoff_min, self.config.backoff_max);
+        let until = tokio::time::sleep(wait);
         tokio::pin!(until);
         loop {
             tokio::select! {

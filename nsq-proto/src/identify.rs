@@ -525,6 +525,26 @@ impl ServerOptions {
     }
 }
 
+/// This machine's host name, the default for IDENTIFY's `hostname` and for nsqd's and
+/// nsqlookupd's `--broadcast-address`: `/proc/sys/kernel/hostname`, else `$HOSTNAME`, else
+/// `localhost`.
+///
+/// ```
+/// assert!(!nsq_proto::identify::local_hostname().is_empty());
+/// ```
+pub fn local_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .or_else(|| {
+            std::env::var("HOSTNAME")
+                .ok()
+                .filter(|name| !name.is_empty())
+        })
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -73,7 +73,7 @@ impl Default for Options {
         Self {
             tcp_address: loopback,
             http_address: loopback,
-            broadcast_address: hostname(),
+            broadcast_address: nsq_proto::identify::local_hostname(),
             lookupd_tcp_addresses: Vec::new(),
             server: ServerOptions::default(),
             limits: Limits::default(),
@@ -86,16 +86,6 @@ impl Default for Options {
             auth: None,
         }
     }
-}
-
-/// The machine's host name, as nsqd's default `--broadcast-address`.
-pub(crate) fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 pub(crate) fn unix_now() -> Duration {
@@ -149,7 +139,7 @@ impl Broker {
             self.http_addr.port(),
             self.opts.server.version.clone(),
         );
-        info.hostname = hostname();
+        info.hostname = nsq_proto::identify::local_hostname();
         let weak = Arc::downgrade(self);
         let snapshot: Snapshot = Arc::new(move || {
             weak.upgrade()

@@ -15,7 +15,7 @@ use nsq_proto::lookup::{V1_HEADER, V1_HEADER_VALUE};
 use nsq_proto::{Channel as ChannelName, Topic as TopicName};
 use tokio::net::TcpListener;
 
-use crate::broker::{hostname, Broker, TlsRequired};
+use crate::broker::{Broker, TlsRequired};
 use crate::lookupd::http::Params;
 use crate::topic::Topic;
 
@@ -148,7 +148,7 @@ async fn info(State(broker): State<Shared>) -> Reply {
     Reply::Json(serde_json::json!({
         "version": opts.server.version,
         "broadcast_address": opts.broadcast_address,
-        "hostname": hostname(),
+        "hostname": nsq_proto::identify::local_hostname(),
         "http_port": broker.http_addr.port(),
         "tcp_port": broker.tcp_addr.port(),
         "start_time": broker.start_time,

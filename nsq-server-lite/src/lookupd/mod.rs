@@ -268,7 +268,7 @@ impl LookupdBuilder {
         let http = bind("HTTP", self.http_address).await?;
         let tcp_addr = local_addr("TCP", &tcp)?;
         let http_addr = local_addr("HTTP", &http)?;
-        let hostname = hostname();
+        let hostname = nsq_proto::identify::local_hostname();
         let info = LookupdInfo {
             broadcast_address: self.broadcast_address.unwrap_or_else(|| hostname.clone()),
             hostname,
@@ -470,18 +470,4 @@ fn local_addr(protocol: &'static str, listener: &TcpListener) -> Result<SocketAd
     listener
         .local_addr()
         .map_err(|source| Error::LocalAddr { protocol, source })
-}
-
-/// The host's name, as Go's `os.Hostname` gives it on Linux.
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|name| name.trim().to_owned())
-        .filter(|name| !name.is_empty())
-        .or_else(|| {
-            std::env::var("HOSTNAME")
-                .ok()
-                .filter(|name| !name.is_empty())
-        })
-        .unwrap_or_else(|| "localhost".to_owned())
 }
