@@ -12,19 +12,20 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::{SinkExt, Stream, StreamExt};
+use futures::{FutureExt, SinkExt, Stream, StreamExt};
 use nsq_proto::lookup::LookupResponse;
-use nsq_proto::{Channel, Command, Frame, Response, Topic};
+use nsq_proto::{Channel, ClientCodec, Command, Frame, Response, Topic};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::ConnectionConfig;
-use crate::conn;
+use crate::conn::{self, Transport};
 use crate::error::ConfigError;
-use crate::message::{Ack, AckCommand, Message};
+use crate::message::{Ack, AckCommand, ConnLink, Message};
 use crate::rdy::{ConnId, Outcome, Rdy, RdyConfig, SendRdy};
 
 /// How a consumer behaves; defaults are go-nsq's where go-nsq has the setting.
@@ -228,6 +229,16 @@ struct Counters {
     snapshot: Mutex<Snapshot>,
 }
 
+impl Counters {
+    fn count_done(&self, outcome: Outcome, count: u32) {
+        let counter = match outcome {
+            Outcome::Finished => &self.finished,
+            Outcome::Requeued { .. } => &self.requeued,
+        };
+        counter.fetch_add(u64::from(count), Ordering::Relaxed);
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 struct Snapshot {
     per_connection: Vec<(String, u32, u32)>,
@@ -242,8 +253,10 @@ enum Event {
         id: ConnId,
         max_rdy_count: u32,
     },
-    Received(ConnId),
-    Done(ConnId, Outcome),
+    /// Messages arrived on a connection (one socket read's worth).
+    Received(ConnId, u32),
+    /// Messages of a connection were answered with the same outcome, in a row.
+    Done(ConnId, Outcome, u32),
     Closed {
         id: ConnId,
         addr: String,
@@ -284,7 +297,58 @@ enum ConnCommand {
 #[derive(Debug)]
 pub struct Consumer {
     shared: Arc<ConsumerShared>,
-    messages: Option<mpsc::UnboundedReceiver<Message>>,
+    messages: Option<Inbox>,
+}
+
+/// The consumer's end of the message queue. Connections send what one socket read brought as
+/// one batch, so a busy consumer is woken once per batch rather than once per message; the
+/// messages are handed out one by one, in order.
+#[derive(Debug)]
+struct Inbox {
+    rx: mpsc::UnboundedReceiver<Vec<Message>>,
+    batch: std::vec::IntoIter<Message>,
+}
+
+impl Inbox {
+    fn new(rx: mpsc::UnboundedReceiver<Vec<Message>>) -> Self {
+        Self {
+            rx,
+            batch: Vec::new().into_iter(),
+        }
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        loop {
+            if let Some(msg) = self.batch.next() {
+                return Poll::Ready(Some(msg));
+            }
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(batch)) => self.batch = batch.into_iter(),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    async fn recv(&mut self) -> Option<Message> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Drops (so requeues) every message queued now.
+    fn drop_queued(&mut self) {
+        self.batch = Vec::new().into_iter();
+        while let Ok(batch) = self.rx.try_recv() {
+            drop(batch);
+        }
+    }
+}
+
+impl Stream for Inbox {
+    type Item = Message;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        self.poll_recv(cx)
+    }
 }
 
 #[derive(Debug)]
@@ -317,7 +381,7 @@ impl std::fmt::Debug for GiveUp {
 
 /// What the supervisor starts with: the message queue's sender and the event channel.
 type StartParts = (
-    mpsc::UnboundedSender<Message>,
+    mpsc::UnboundedSender<Vec<Message>>,
     mpsc::UnboundedReceiver<Event>,
     mpsc::UnboundedSender<Event>,
 );
@@ -505,7 +569,7 @@ impl Consumer {
                 pending_start: Mutex::new(Some((messages_tx, events_rx, events_tx))),
                 give_up: None,
             }),
-            messages: Some(messages_rx),
+            messages: Some(Inbox::new(messages_rx)),
         })
     }
 
@@ -639,7 +703,7 @@ impl Consumer {
                         None => break,
                     },
                     _ = done.cancelled() => {
-                        while let Ok(msg) = rx.try_recv() { drop(msg) }
+                        rx.drop_queued();
                         break;
                     }
                 }
@@ -677,9 +741,7 @@ impl Consumer {
         let Some(rx) = self.messages.take() else {
             return;
         };
-        let stream = tokio_stream_of(rx);
-        stream
-            .for_each_concurrent(concurrency.max(1), |msg| {
+        rx.for_each_concurrent(concurrency.max(1), |msg| {
                 let handler = &handler;
                 let give_up = give_up.clone();
                 async move {
@@ -759,17 +821,13 @@ impl StopHandle {
     }
 }
 
-fn tokio_stream_of(rx: mpsc::UnboundedReceiver<Message>) -> impl Stream<Item = Message> {
-    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) })
-}
-
 impl Stream for Consumer {
     type Item = Message;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
         self.start();
         match self.messages.as_mut() {
-            Some(rx) => rx.poll_recv(cx),
+            Some(inbox) => inbox.poll_recv(cx),
             None => Poll::Ready(None),
         }
     }
@@ -803,7 +861,7 @@ struct Supervisor {
     next_id: ConnId,
     events_rx: mpsc::UnboundedReceiver<Event>,
     events_tx: mpsc::UnboundedSender<Event>,
-    messages: mpsc::UnboundedSender<Message>,
+    messages: mpsc::UnboundedSender<Vec<Message>>,
     counters: Arc<Counters>,
     stop: CancellationToken,
     tasks: TaskTracker,
@@ -893,19 +951,16 @@ impl Supervisor {
                 let sends = self.rdy.connected(id, max_rdy_count, now);
                 self.apply(sends);
             }
-            Event::Received(id) => {
-                self.counters.received.fetch_add(1, Ordering::Relaxed);
-                let sends = self.rdy.message_received(id, now);
+            Event::Received(id, count) => {
+                self.counters
+                    .received
+                    .fetch_add(u64::from(count), Ordering::Relaxed);
+                let sends = self.rdy.message_received(id, count, now);
                 self.apply(sends);
             }
-            Event::Done(id, outcome) => {
-                match outcome {
-                    Outcome::Finished => self.counters.finished.fetch_add(1, Ordering::Relaxed),
-                    Outcome::Requeued { .. } => {
-                        self.counters.requeued.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-                let sends = self.rdy.message_done(id, outcome, now);
+            Event::Done(id, outcome, count) => {
+                self.counters.count_done(outcome, count);
+                let sends = self.rdy.message_done(id, outcome, count, now);
                 self.apply(sends);
             }
             Event::Closed { id, addr, why } => {
@@ -1028,12 +1083,9 @@ impl Supervisor {
             tokio::select! {
                 event = self.events_rx.recv() => match event {
                     Some(Event::Closed { id, .. }) => { self.conns.remove(&id); }
-                    Some(Event::Done(id, outcome)) => {
-                        match outcome {
-                            Outcome::Finished => self.counters.finished.fetch_add(1, Ordering::Relaxed),
-                            Outcome::Requeued { .. } => self.counters.requeued.fetch_add(1, Ordering::Relaxed),
-                        };
-                        let _ = self.rdy.message_done(id, outcome, Instant::now());
+                    Some(Event::Done(id, outcome, count)) => {
+                        self.counters.count_done(outcome, count);
+                        let _ = self.rdy.message_done(id, outcome, count, Instant::now());
                     }
                     Some(_) => {}
                     None => break,
@@ -1072,6 +1124,10 @@ async fn lookup(
 /// How long a closing connection keeps reading after CLOSE_WAIT for late messages.
 const CLOSE_GRACE: Duration = Duration::from_millis(100);
 
+/// The most frames a connection handles in one turn before it hands the messages on; what
+/// one socket read brings is usually far fewer.
+const FRAMES_PER_TURN: usize = 1024;
+
 /// The task that owns one nsqd connection.
 struct ConnTask {
     id: ConnId,
@@ -1080,8 +1136,15 @@ struct ConnTask {
     channel: Channel,
     config: ConsumerConfig,
     events: mpsc::UnboundedSender<Event>,
-    messages: mpsc::UnboundedSender<Message>,
+    messages: mpsc::UnboundedSender<Vec<Message>>,
     commands: mpsc::UnboundedReceiver<ConnCommand>,
+}
+
+/// What a connection does after reading a frame.
+enum Next {
+    Continue,
+    /// Every frame before CLOSE_WAIT has been read.
+    CloseWait,
 }
 
 impl ConnTask {
@@ -1132,14 +1195,24 @@ impl ConnTask {
         tracing::info!("subscribed");
 
         let (acks_tx, mut acks_rx) = mpsc::unbounded_channel::<AckCommand>();
+        let link = Arc::new(ConnLink {
+            nsqd: self.addr.clone(),
+            acks: acks_tx,
+            default_requeue_delay: self.config.default_requeue_delay,
+            max_requeue_delay: self.config.max_requeue_delay,
+        });
         let read_deadline = self.config.connection.heartbeat_interval * 2;
         let mut last_read = Instant::now();
+        // One timer for the read deadline, moved on only when it fires early.
+        let read_timer = tokio::time::sleep_until(last_read + read_deadline);
+        tokio::pin!(read_timer);
         let mut closing = false;
         // nsqd answers CLS only after the commands before it, so CLOSE_WAIT means every FIN
         // and REQ written before it was processed.
         let mut close_wait: Option<Instant> = None;
         let mut in_flight: u32 = 0;
         let mut close_deadline: Option<Instant> = None;
+        let mut acks = Vec::new();
         loop {
             // A message nsqd took from the channel just as CLS arrived can follow CLOSE_WAIT
             // by a moment: wait a short grace period for it, so it is requeued, not stranded.
@@ -1169,29 +1242,20 @@ impl ConnTask {
                         }
                     }
                 },
-                Some(ack) = acks_rx.recv() => {
-                    let mut batch = vec![ack];
-                    while let Ok(more) = acks_rx.try_recv() {
-                        batch.push(more);
+                n = acks_rx.recv_many(&mut acks, FRAMES_PER_TURN) => {
+                    if n == 0 {
+                        // Unreachable while `link` holds a sender; kept total.
+                        continue;
                     }
-                    for AckCommand { id, ack } in batch {
-                        let (cmd, outcome) = match ack {
-                            Ack::Finish => (Command::Fin(id), Some(Outcome::Finished)),
-                            Ack::Requeue { delay, backoff } => {
-                                (Command::Req { id, delay }, Some(Outcome::Requeued { backoff }))
-                            }
-                            Ack::Touch => (Command::Touch(id), None),
-                        };
-                        framed.feed(cmd).await.map_err(|e| e.to_string())?;
-                        if let Some(outcome) = outcome {
-                            in_flight = in_flight.saturating_sub(1);
-                            let _ = self.events.send(Event::Done(self.id, outcome));
-                        }
-                    }
-                    SinkExt::<Command>::flush(&mut framed).await.map_err(|e| e.to_string())?;
+                    let answered = self.write_acks(&mut framed, &mut acks).await?;
+                    in_flight = in_flight.saturating_sub(answered);
                 }
-                _ = tokio::time::sleep_until(last_read + read_deadline) => {
-                    return Err(format!("nothing from nsqd for {read_deadline:?}"));
+                () = &mut read_timer => {
+                    let due = last_read + read_deadline;
+                    if Instant::now() >= due {
+                        return Err(format!("nothing from nsqd for {read_deadline:?}"));
+                    }
+                    read_timer.as_mut().reset(due);
                 }
                 _ = sleep_until(close_wait.map(|at| at + CLOSE_GRACE)), if in_flight == 0 => {}
                 _ = sleep_until(close_deadline) => {
@@ -1199,42 +1263,110 @@ impl ConnTask {
                 }
                 frame = framed.next() => {
                     last_read = Instant::now();
-                    match frame {
-                        None => return Err("nsqd closed the connection".to_owned()),
-                        Some(Err(e)) => return Err(e.to_string()),
-                        Some(Ok(Frame::Response(Response::Heartbeat))) => {
-                            framed.send(Command::Nop).await.map_err(|e| e.to_string())?;
-                        }
-                        Some(Ok(Frame::Response(Response::CloseWait))) => {
-                            tracing::debug!(in_flight, "CLOSE_WAIT");
-                            close_wait = Some(Instant::now());
-                        }
-                        Some(Ok(Frame::Response(_))) => {}
-                        Some(Ok(Frame::Error(e))) if !e.code.is_fatal() => {
-                            // E_FIN_FAILED and the like: the message timed out and went elsewhere.
-                            tracing::warn!(error = %e, "nsqd refused an answer");
-                        }
-                        Some(Ok(Frame::Error(e))) => return Err(format!("nsqd error: {e}")),
-                        Some(Ok(Frame::Message(msg))) => {
-                            in_flight += 1;
-                            let _ = self.events.send(Event::Received(self.id));
-                            let message = Message::new(
-                                msg,
-                                self.addr.clone(),
-                                acks_tx.clone(),
-                                self.config.default_requeue_delay,
-                                self.config.max_requeue_delay,
-                            );
-                            if closing {
-                                // Arrived after CLS: give it straight back.
-                                drop(message);
-                            } else if let Err(mpsc::error::SendError(message)) = self.messages.send(message) {
-                                drop(message);
+                    // Handle every frame already read, then hand their messages on at once.
+                    let mut batch = Vec::new();
+                    let mut next = frame;
+                    let mut handled = 0;
+                    loop {
+                        let frame = match next {
+                            None => return Err("nsqd closed the connection".to_owned()),
+                            Some(Err(e)) => return Err(e.to_string()),
+                            Some(Ok(frame)) => frame,
+                        };
+                        match frame {
+                            Frame::Message(msg) => batch.push(Message::new(msg, link.clone())),
+                            other => {
+                                if let Next::CloseWait = on_control_frame(&mut framed, other).await? {
+                                    tracing::debug!(in_flight, "CLOSE_WAIT");
+                                    close_wait = Some(Instant::now());
+                                }
                             }
+                        }
+                        handled += 1;
+                        if handled == FRAMES_PER_TURN {
+                            break;
+                        }
+                        match framed.next().now_or_never() {
+                            Some(more) => next = more,
+                            None => break,
+                        }
+                    }
+                    if !batch.is_empty() {
+                        let count = u32::try_from(batch.len()).unwrap_or(u32::MAX);
+                        in_flight = in_flight.saturating_add(count);
+                        // Counted before they can be answered, so the supervisor never sees
+                        // an answer for a message it does not know of.
+                        let _ = self.events.send(Event::Received(self.id, count));
+                        if closing {
+                            // Arrived after CLS: dropping gives them straight back.
+                            drop(batch);
+                        } else if let Err(mpsc::error::SendError(batch)) = self.messages.send(batch) {
+                            drop(batch);
                         }
                     }
                 }
             }
         }
     }
+
+    /// Writes the answers in `acks` (and empties it), flushes once, and tells the supervisor
+    /// how each run of equal outcomes went. Returns how many messages were answered.
+    async fn write_acks(
+        &self,
+        framed: &mut Framed<Transport, ClientCodec>,
+        acks: &mut Vec<AckCommand>,
+    ) -> Result<u32, String> {
+        let mut answered = 0;
+        // The outcome of the current run and its length.
+        let mut run: Option<(Outcome, u32)> = None;
+        for AckCommand { id, ack } in acks.drain(..) {
+            let (cmd, outcome) = match ack {
+                Ack::Finish => (Command::Fin(id), Some(Outcome::Finished)),
+                Ack::Requeue { delay, backoff } => (
+                    Command::Req { id, delay },
+                    Some(Outcome::Requeued { backoff }),
+                ),
+                Ack::Touch => (Command::Touch(id), None),
+            };
+            framed.feed(cmd).await.map_err(|e| e.to_string())?;
+            let Some(outcome) = outcome else { continue };
+            answered += 1;
+            run = match run {
+                Some((current, n)) if current == outcome => Some((current, n + 1)),
+                Some((current, n)) => {
+                    let _ = self.events.send(Event::Done(self.id, current, n));
+                    Some((outcome, 1))
+                }
+                None => Some((outcome, 1)),
+            };
+        }
+        if let Some((outcome, n)) = run {
+            let _ = self.events.send(Event::Done(self.id, outcome, n));
+        }
+        SinkExt::<Command>::flush(framed)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(answered)
+    }
+}
+
+/// Handles a frame that is not a message: answers heartbeats, logs non-fatal errors and
+/// reports CLOSE_WAIT; a fatal error ends the connection.
+async fn on_control_frame(
+    framed: &mut Framed<Transport, ClientCodec>,
+    frame: Frame,
+) -> Result<Next, String> {
+    match frame {
+        Frame::Response(Response::Heartbeat) => {
+            framed.send(Command::Nop).await.map_err(|e| e.to_string())?;
+        }
+        Frame::Response(Response::CloseWait) => return Ok(Next::CloseWait),
+        Frame::Error(e) if !e.code.is_fatal() => {
+            // E_FIN_FAILED and the like: the message timed out and went elsewhere.
+            tracing::warn!(error = %e, "nsqd refused an answer");
+        }
+        Frame::Error(e) => return Err(format!("nsqd error: {e}")),
+        Frame::Response(_) | Frame::Message(_) => {}
+    }
+    Ok(Next::Continue)
 }

@@ -23,6 +23,16 @@ pub(crate) struct AckCommand {
     pub(crate) ack: Ack,
 }
 
+/// What every message of one connection shares: where answers go and the requeue delays.
+/// One reference per message, so a delivery costs one reference-count increment.
+#[derive(Debug)]
+pub(crate) struct ConnLink {
+    pub(crate) nsqd: Arc<str>,
+    pub(crate) acks: mpsc::UnboundedSender<AckCommand>,
+    pub(crate) default_requeue_delay: Duration,
+    pub(crate) max_requeue_delay: Duration,
+}
+
 /// Why a message could not be answered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -58,31 +68,18 @@ pub enum AckError {
 /// # }
 /// ```
 #[must_use = "a Message must be finished or requeued (dropping it requeues it)"]
-#[derive(Debug)]
 pub struct Message {
     inner: nsq_proto::Message,
-    nsqd: Arc<str>,
-    acks: mpsc::UnboundedSender<AckCommand>,
+    link: Arc<ConnLink>,
     answered: AtomicBool,
-    default_requeue_delay: Duration,
-    max_requeue_delay: Duration,
 }
 
 impl Message {
-    pub(crate) fn new(
-        inner: nsq_proto::Message,
-        nsqd: Arc<str>,
-        acks: mpsc::UnboundedSender<AckCommand>,
-        default_requeue_delay: Duration,
-        max_requeue_delay: Duration,
-    ) -> Self {
+    pub(crate) fn new(inner: nsq_proto::Message, link: Arc<ConnLink>) -> Self {
         Self {
             inner,
-            nsqd,
-            acks,
+            link,
             answered: AtomicBool::new(false),
-            default_requeue_delay,
-            max_requeue_delay,
         }
     }
 
@@ -140,7 +137,7 @@ impl Message {
     /// # }
     /// ```
     pub fn nsqd_addr(&self) -> &str {
-        &self.nsqd
+        &self.link.nsqd
     }
 
     fn send(&self, ack: Ack) -> Result<(), AckError> {
@@ -151,16 +148,18 @@ impl Message {
         if ack == Ack::Touch && self.answered.load(Ordering::Acquire) {
             return Err(AckError::AlreadyAnswered(id));
         }
-        self.acks
+        self.link
+            .acks
             .send(AckCommand { id, ack })
             .map_err(|_| AckError::ConnectionClosed(id))
     }
 
     /// The default requeue delay for this delivery: go-nsq's `min(delay × attempts, max)`.
     fn default_delay(&self) -> Duration {
-        self.default_requeue_delay
+        self.link
+            .default_requeue_delay
             .saturating_mul(u32::from(self.inner.attempts.max(1)))
-            .min(self.max_requeue_delay)
+            .min(self.link.max_requeue_delay)
     }
 
     /// Tells nsqd the message is done (FIN).
@@ -234,11 +233,24 @@ impl Message {
     }
 }
 
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Message")
+            .field("id", &self.inner.id)
+            .field("attempts", &self.inner.attempts)
+            .field("timestamp", &self.inner.timestamp)
+            .field("body_len", &self.inner.body.len())
+            .field("nsqd", &self.link.nsqd)
+            .field("answered", &self.answered.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
 impl Drop for Message {
     fn drop(&mut self) {
         if !self.answered.swap(true, Ordering::AcqRel) {
             // Unanswered: requeue now rather than wait out nsqd's timeout. Not a failure.
-            let _ = self.acks.send(AckCommand {
+            let _ = self.link.acks.send(AckCommand {
                 id: self.inner.id,
                 ack: Ack::Requeue {
                     delay: Duration::ZERO,
@@ -261,13 +273,13 @@ mod tests {
             id: MessageId::from_u64(7),
             body: Bytes::from_static(b"x"),
         };
-        let msg = Message::new(
-            inner,
-            Arc::from("h:4150"),
-            tx,
-            Duration::from_secs(90),
-            Duration::from_secs(15 * 60),
-        );
+        let link = ConnLink {
+            nsqd: Arc::from("h:4150"),
+            acks: tx,
+            default_requeue_delay: Duration::from_secs(90),
+            max_requeue_delay: Duration::from_secs(15 * 60),
+        };
+        let msg = Message::new(inner, Arc::new(link));
         (msg, rx)
     }
 
