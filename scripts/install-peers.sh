@@ -7,10 +7,10 @@
 #   eval "$(scripts/install-peers.sh)"             # both at once (progress goes to stderr)
 #
 # Peers (all pinned by files under tests/peers/):
-#   go      nsqd + nsqlookupd, nsq's bench_writer, and the go-nsq programs in tests/peers/go/cmd
-#           (nsq-peer for the interop tests, nsq-bench-client for nsq-client-bench), built from
-#           tests/peers/go (go.mod pins github.com/nsqio/nsq and go-nsq, go.sum pins everything
-#           else)                                               -> <cache>/bin/
+#   go      nsqd + nsqlookupd, nsq's bench_writer and bench_reader, and the go-nsq programs in
+#           tests/peers/go/cmd (nsq-peer for the interop tests, nsq-bench-client for
+#           nsq-client-bench), built from tests/peers/go (go.mod pins github.com/nsqio/nsq and
+#           go-nsq, go.sum pins everything else)                -> <cache>/bin/
 #   rust    tokio-nsq-bench (tokio-nsq for nsq-client-bench), a cargo project of its own pinned
 #           by tests/peers/rust/tokio-nsq-bench/Cargo.lock      -> <cache>/bin/
 #   python  venv with tests/peers/python/requirements.txt (python-snappy, pynsq)  -> <cache>/venv/
@@ -23,10 +23,12 @@
 #   PYTHON           interpreter used to create the venv (default: python3)
 #
 # Each peer is skipped when its cache stamp matches the pinning files and a smoke check passes
-# (nsqd/nsqlookupd `--version` must report the pinned version). Any failure exits non-zero.
+# (nsqd/nsqlookupd `--version` must report the pinned version; every other program must run, so
+# a cache from before a program was added fails it and is rebuilt). Any failure exits non-zero.
 # Writes <cache>/env.sh, which exports NSQ_PEERS_DIR, NSQD_BIN, NSQLOOKUPD_BIN, NSQ_GO_PEER,
-# NSQ_GO_BENCH, NSQ_BENCH_WRITER, NSQ_PYTHON, NSQ_NODE_PATH/NODE_PATH, NSQ_TOKIO_NSQ_BENCH, and
-# puts <cache>/bin and <cache>/venv/bin first on PATH (so `nsqd` and `python3` are the peers').
+# NSQ_GO_BENCH, NSQ_BENCH_WRITER, NSQ_BENCH_READER, NSQ_PYTHON, NSQ_NODE_PATH/NODE_PATH,
+# NSQ_TOKIO_NSQ_BENCH, and puts <cache>/bin and <cache>/venv/bin first on PATH (so `nsqd` and
+# `python3` are the peers').
 # Add a peer: write install_<name> and verify_<name>, add it to ALL_PEERS and to write_env.
 set -euo pipefail
 
@@ -84,14 +86,19 @@ verify_go() {
             return 1
         }
     done
-    # bench_writer has no usage check either; --help exits 0 (flag.ErrHelp) with the usage.
-    [ -x "$CACHE/bin/bench_writer" ] || return 1
-    local usage
-    usage=$("$CACHE/bin/bench_writer" --help 2>&1) || true
-    [[ $usage == *-batch-size* ]] || {
-        log "$CACHE/bin/bench_writer does not run"
-        return 1
-    }
+    # bench_writer and bench_reader have no usage check either; --help exits 0 (flag.ErrHelp)
+    # with the usage, which must list a flag of that program's own.
+    local usage flag
+    for app in bench_writer:-batch-size bench_reader:-rdy; do
+        flag=${app#*:}
+        app=${app%%:*}
+        [ -x "$CACHE/bin/$app" ] || return 1
+        usage=$("$CACHE/bin/$app" --help 2>&1) || true
+        [[ $usage == *"$flag"* ]] || {
+            log "$CACHE/bin/$app does not run"
+            return 1
+        }
+    done
 }
 
 install_go() {
@@ -112,15 +119,17 @@ install_go() {
         env -C "$GO_DIR" GOTOOLCHAIN=local GOBIN="$tmp" \
         go install -mod=readonly -trimpath -buildvcs=false \
         github.com/nsqio/nsq/apps/nsqd github.com/nsqio/nsq/apps/nsqlookupd
-    timed "go: build bench_writer (nsq $NSQ_VERSION)" \
+    timed "go: build bench_writer + bench_reader (nsq $NSQ_VERSION)" \
         env -C "$GO_DIR" GOTOOLCHAIN=local GOBIN="$tmp" \
-        go install -mod=readonly -trimpath -buildvcs=false github.com/nsqio/nsq/bench/bench_writer
+        go install -mod=readonly -trimpath -buildvcs=false \
+        github.com/nsqio/nsq/bench/bench_writer github.com/nsqio/nsq/bench/bench_reader
     timed "go: build nsq-peer, nsq-bench-client (go-nsq $(sed -nE 's/^[[:space:]]*github\.com\/nsqio\/go-nsq[[:space:]]+(v[^[:space:]]+).*/\1/p' "$GO_DIR/go.mod"))" \
         env -C "$GO_DIR" GOTOOLCHAIN=local GOBIN="$tmp" \
         go install -mod=readonly -trimpath -buildvcs=false ./cmd/nsq-peer ./cmd/nsq-bench-client
-    mv -f "$tmp/nsqd" "$tmp/nsqlookupd" "$tmp/bench_writer" "$tmp/nsq-peer" "$tmp/nsq-bench-client" "$CACHE/bin/"
+    mv -f "$tmp/nsqd" "$tmp/nsqlookupd" "$tmp/bench_writer" "$tmp/bench_reader" "$tmp/nsq-peer" \
+        "$tmp/nsq-bench-client" "$CACHE/bin/"
     rmdir "$tmp"
-    verify_go || die "freshly built nsqd/nsqlookupd/bench_writer/nsq-peer/nsq-bench-client do not verify (see above)"
+    verify_go || die "freshly built nsqd/nsqlookupd/bench_writer/bench_reader/nsq-peer/nsq-bench-client do not verify (see above)"
     stamp_set go "$key"
 }
 
@@ -232,6 +241,7 @@ write_env() {
             printf 'export NSQ_GO_PEER=%q\n' "$CACHE/bin/nsq-peer"
             printf 'export NSQ_GO_BENCH=%q\n' "$CACHE/bin/nsq-bench-client"
             printf 'export NSQ_BENCH_WRITER=%q\n' "$CACHE/bin/bench_writer"
+            printf 'export NSQ_BENCH_READER=%q\n' "$CACHE/bin/bench_reader"
             printf 'case ":$PATH:" in *:%q:*) ;; *) export PATH=%q:"$PATH" ;; esac\n' "$CACHE/bin" "$CACHE/bin"
         fi
         if verify_python; then

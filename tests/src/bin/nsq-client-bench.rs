@@ -9,10 +9,19 @@
 //! * go-nsq: `NSQ_GO_BENCH` (tests/peers/go/cmd/nsq-bench-client),
 //! * tokio-nsq: `NSQ_TOKIO_NSQ_BENCH` (tests/peers/rust/tokio-nsq-bench),
 //!
-//! and for the MPUB scenarios nsq's own `bench_writer` (`NSQ_BENCH_WRITER`) as a reference: raw
-//! protocol, one connection per core, each waiting for every MPUB's answer. It runs for a time
-//! instead of a count and reports no CPU time. `scripts/install-peers.sh` builds all three
-//! peers; one that is missing is skipped with a message.
+//! and two of nsq's own programs as references, each in its own scenario only:
+//!
+//! * MPUB: `bench_writer` (`NSQ_BENCH_WRITER`): raw protocol, one connection per core, each
+//!   waiting for every MPUB's answer. Its count is the topic's `message_count` in nsqd.
+//! * consume: `bench_reader` (`NSQ_BENCH_READER`): raw protocol, one connection per core with
+//!   `RDY 2500` each, FINishing every message. Its count is its own (ops/s × duration, from its
+//!   log). Its topic is pre-filled with twice `--consume-count` so that it cannot run dry; a run
+//!   that counts every pre-filled message fails. It leaves the messages it had no time for, and
+//!   the FINs it had not sent when its time was up, in the channel.
+//!
+//! Both run for a time (`--runfor`, `--reader-runfor`) instead of a count, measure that time
+//! themselves and report no CPU time. `scripts/install-peers.sh` builds all these peers; one
+//! that is missing is skipped with a message.
 //!
 //! Scenarios (100-byte bodies by default):
 //!
@@ -24,9 +33,11 @@
 //! * `consume`: a consumer with max_in_flight 2500 FINishes a pre-filled topic.
 //!
 //! Every client of every scenario runs `--runs` times on a fresh topic (runs interleave the
-//! clients, so a slow spell of the machine spreads over all of them). After each run the
-//! topic's `message_count` in nsqd's `/stats` must equal what the client reports; then the
-//! topic is deleted. The table shows medians.
+//! clients, so a slow spell of the machine spreads over all of them). After each publishing run
+//! the topic's `message_count` in nsqd's `/stats` must equal what the client reports, and after
+//! each consuming run (but bench_reader's) its channel must be empty; then the topic is deleted.
+//! The table shows medians, and divides each client's by the best of the others ("÷ best
+//! peer"; the references count as peers for msgs/s, and have no CPU to compare).
 //!
 //! ```sh
 //! source ~/.cache/nsq-rs-peers/env.sh
@@ -52,7 +63,10 @@ usage: nsq-client-bench [options]
   --window N          outstanding publishes per caller when pipelined (default 1000)
   --mpub-count N      messages of the MPUB scenarios (default 2000000)
   --consume-count N   messages of the consume scenario, 0 to leave it out (default 500000)
-  --runfor SECONDS    how long bench_writer runs (default 3)
+  --runfor SECONDS    how long bench_writer runs in the MPUB scenarios (default 3)
+  --reader-runfor SECONDS
+                      how long bench_reader runs in the consume scenario; its topic holds
+                      2 × --consume-count messages, which it must not use up (default 1)
   --only LIST         scenarios to run, comma separated: awaited, pub1, pub8, mpub100,
                       mpub200, consume (default all)";
 
@@ -67,6 +81,7 @@ struct Opts {
     mpub_count: usize,
     consume_count: usize,
     runfor: u64,
+    reader_runfor: u64,
     only: Option<Vec<String>>,
 }
 
@@ -81,6 +96,7 @@ fn parse_args() -> Result<Opts, String> {
         mpub_count: 2_000_000,
         consume_count: 500_000,
         runfor: 3,
+        reader_runfor: 1,
         only: None,
     };
     let mut args = std::env::args().skip(1);
@@ -106,6 +122,7 @@ fn parse_args() -> Result<Opts, String> {
             "--mpub-count" => o.mpub_count = num(false)?,
             "--consume-count" => o.consume_count = num(true)?,
             "--runfor" => o.runfor = num(false)? as u64,
+            "--reader-runfor" => o.reader_runfor = num(false)? as u64,
             "--only" => o.only = Some(value.split(',').map(|s| s.trim().to_owned()).collect()),
             other => return Err(format!("unknown option {other}")),
         }
@@ -119,6 +136,7 @@ enum Client {
     GoNsq,
     TokioNsq,
     BenchWriter,
+    BenchReader,
 }
 
 impl Client {
@@ -128,6 +146,27 @@ impl Client {
             Client::GoNsq => "go-nsq 1.1.0",
             Client::TokioNsq => "tokio-nsq 0.14.0",
             Client::BenchWriter => "nsq bench_writer",
+            Client::BenchReader => "nsq bench_reader",
+        }
+    }
+
+    /// The one scenario mode a reference program runs in; `None` for the clients, which run in
+    /// every scenario.
+    fn only_mode(self) -> Option<&'static str> {
+        match self {
+            Client::BenchWriter => Some("mpub"),
+            Client::BenchReader => Some("consume"),
+            Client::Ours | Client::GoNsq | Client::TokioNsq => None,
+        }
+    }
+
+    /// How many messages a consume run of this client starts with: bench_reader stops on time,
+    /// not on a count, and must not run out before then.
+    fn consume_fill(self, count: usize) -> usize {
+        if self == Client::BenchReader {
+            2 * count
+        } else {
+            count
         }
     }
 }
@@ -237,6 +276,7 @@ impl Programs {
             (Client::GoNsq, "NSQ_GO_BENCH"),
             (Client::TokioNsq, "NSQ_TOKIO_NSQ_BENCH"),
             (Client::BenchWriter, "NSQ_BENCH_WRITER"),
+            (Client::BenchReader, "NSQ_BENCH_READER"),
         ] {
             match std::env::var_os(var).filter(|v| !v.is_empty()) {
                 Some(path) => {
@@ -306,16 +346,79 @@ fn run_client(program: &PathBuf, args: &[String]) -> Result<serde_json::Value, S
         .map_err(|e| format!("{}: bad report {line:?}: {e}", program.display()))
 }
 
-/// bench_writer's own measure of its run, from its last log line
-/// (`duration: 3.001932571s - ...`); Go prints durations under a minute that way.
-fn bench_writer_seconds(stderr: &str) -> Option<f64> {
-    let rest = stderr.rsplit_once("duration: ")?.1;
-    let d = rest.split_whitespace().next()?;
-    if let Some(ms) = d.strip_suffix("ms") {
-        ms.parse::<f64>().ok().map(|v| v / 1e3)
-    } else {
-        d.strip_suffix('s')?.parse().ok()
+/// The measure bench_writer and bench_reader take of their own run: their last log line,
+/// `duration: 1.006302955s - 40.135mb/s - 420841.455ops/s - 2.376us/op`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct BenchLog {
+    seconds: f64,
+    ops_per_second: f64,
+}
+
+fn parse_bench_log(stderr: &str) -> Option<BenchLog> {
+    let line = stderr.rsplit_once("duration: ")?.1.lines().next()?;
+    let mut fields = line.split(" - ");
+    let seconds = go_duration_seconds(fields.next()?.trim())?;
+    let ops_per_second = fields
+        .find_map(|f| f.trim().strip_suffix("ops/s"))?
+        .parse()
+        .ok()?;
+    Some(BenchLog {
+        seconds,
+        ops_per_second,
+    })
+}
+
+/// A Go `time.Duration` as its `String()` prints it (`3.001932571s`, `416.370956ms`,
+/// `1m2.5s`, `0s`), in seconds.
+fn go_duration_seconds(d: &str) -> Option<f64> {
+    if d.is_empty() {
+        return None;
     }
+    let mut rest = d;
+    let mut seconds = 0.0;
+    while !rest.is_empty() {
+        let number_end = rest.find(|c: char| c != '.' && !c.is_ascii_digit())?;
+        let (number, tail) = rest.split_at(number_end);
+        let unit_end = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_end);
+        let scale = match unit {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        seconds += number.parse::<f64>().ok()? * scale;
+        rest = next;
+    }
+    Some(seconds)
+}
+
+/// Runs bench_writer or bench_reader; its measure of the run, or why it failed.
+fn run_nsq_bench(program: &PathBuf, args: &[String]) -> Result<BenchLog, String> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{}: {e}", program.display()))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(format!(
+            "{} {args:?}: {}: {stderr}",
+            program.display(),
+            out.status
+        ));
+    }
+    parse_bench_log(&stderr).ok_or_else(|| {
+        format!(
+            "{}: no `duration: ... ops/s` line in {stderr:?}",
+            program.display()
+        )
+    })
 }
 
 struct Bench {
@@ -396,26 +499,55 @@ impl Bench {
         let program = &self.programs.0[&client];
         let sample = match client {
             Client::BenchWriter => {
-                let out = Command::new(program)
-                    .arg(format!("--nsqd-tcp-address={}", self.nsqd.tcp_addr))
-                    .arg(format!("--topic={topic}"))
-                    .arg(format!("--size={}", self.opts.size))
-                    .arg(format!("--batch-size={}", sc.batch))
-                    .arg(format!("--runfor={}s", self.opts.runfor))
-                    .stdin(Stdio::null())
-                    .output()
-                    .map_err(|e| format!("{}: {e}", program.display()))?;
-                let stderr = String::from_utf8_lossy(&out.stderr);
-                if !out.status.success() {
-                    return Err(format!("bench_writer: {}: {stderr}", out.status));
-                }
-                let seconds = bench_writer_seconds(&stderr)
-                    .ok_or_else(|| format!("bench_writer: no duration in {stderr:?}"))?;
-                // It reports no count of its own; nsqd's is the one to trust anyway.
+                let log = run_nsq_bench(
+                    program,
+                    &[
+                        format!("--nsqd-tcp-address={}", self.nsqd.tcp_addr),
+                        format!("--topic={topic}"),
+                        format!("--size={}", self.opts.size),
+                        format!("--batch-size={}", sc.batch),
+                        format!("--runfor={}s", self.opts.runfor),
+                    ],
+                )?;
+                // Its ops/s times its duration is its count, but nsqd's count is the one to
+                // trust.
                 let messages = self.topic_message_count(topic)?;
                 Sample {
                     messages,
-                    seconds,
+                    seconds: log.seconds,
+                    cpu_seconds: None,
+                }
+            }
+            Client::BenchReader => {
+                let log = run_nsq_bench(
+                    program,
+                    &[
+                        format!("--nsqd-tcp-address={}", self.nsqd.tcp_addr),
+                        format!("--topic={topic}"),
+                        "--channel=bench".to_owned(),
+                        format!("--size={}", self.opts.size),
+                        "--rdy=2500".to_owned(),
+                        format!("--runfor={}s", self.opts.reader_runfor),
+                    ],
+                )?;
+                // It prints ops/s with three decimals over a duration in nanoseconds, so the
+                // product rounds back to the count of messages it received. nsqd cannot give
+                // that count: its per-client counts go with the connections, and the channel
+                // keeps both what was not sent and what was received but not FINished when the
+                // connections closed.
+                let messages = (log.ops_per_second * log.seconds).round() as u64;
+                let filled = client.consume_fill(sc.count) as u64;
+                if messages >= filled {
+                    return Err(format!(
+                        "bench_reader received all {filled} pre-filled messages within {} s, so \
+                         its rate is not its own: raise --consume-count (it gets twice that) or \
+                         lower --reader-runfor",
+                        self.opts.reader_runfor
+                    ));
+                }
+                Sample {
+                    messages,
+                    seconds: log.seconds,
                     cpu_seconds: None,
                 }
             }
@@ -549,17 +681,12 @@ fn main() -> ExitCode {
     for run in 1..=opts.runs {
         for (i, sc) in scenarios.iter().enumerate() {
             for &client in bench.programs.0.keys() {
-                if client == Client::BenchWriter && sc.mode != "mpub" {
+                if client.only_mode().is_some_and(|mode| mode != sc.mode) {
                     continue;
                 }
-                let topic = format!(
-                    "{}-{}-{run}",
-                    sc.key,
-                    client.name().split(' ').next().unwrap_or("c")
-                );
-                let topic = topic.replace(' ', "_");
+                let topic = format!("{}-{}-{run}", sc.key, client.name().replace(' ', "_"));
                 if sc.mode == "consume" {
-                    if let Err(why) = bench.prefill(&topic, sc.count) {
+                    if let Err(why) = bench.prefill(&topic, client.consume_fill(sc.count)) {
                         eprintln!("{} / {}: {why}", sc.title, client.name());
                         failed = true;
                         bench.delete_topic(&topic);
@@ -595,7 +722,7 @@ fn main() -> ExitCode {
     println!("|---|---|---:|---:|---:|---:|");
     for (i, sc) in scenarios.iter().enumerate() {
         let rows: Vec<(Client, f64, Option<f64>)> = results
-            .range((i, Client::Ours)..=(i, Client::BenchWriter))
+            .range((i, Client::Ours)..(i + 1, Client::Ours))
             .map(|(&(_, client), samples)| {
                 let rate = median(
                     samples
@@ -639,5 +766,62 @@ fn main() -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_bench_reader_and_bench_writer_logs() {
+        // Real stderr of nsq 1.3.0's bench_reader and bench_writer (runfor 1 s, 100 bytes).
+        let reader = "[bench_reader] 2026/11/24 21:18:59 duration: 1.006302955s - 40.135mb/s - \
+                      420841.455ops/s - 2.376us/op\n";
+        let log = parse_bench_log(reader).expect("bench_reader line");
+        assert!((log.seconds - 1.006302955).abs() < 1e-12);
+        assert!((log.ops_per_second - 420841.455).abs() < 1e-9);
+        assert_eq!((log.ops_per_second * log.seconds).round() as u64, 423494);
+
+        let writer = "[bench_writer] 2026/11/24 21:18:58 duration: 1.000501084s - 112.592mb/s - \
+                      1180608.416ops/s - 0.847us/op\n";
+        let log = parse_bench_log(writer).expect("bench_writer line");
+        assert!((log.seconds - 1.000501084).abs() < 1e-12);
+        assert!((log.ops_per_second - 1180608.416).abs() < 1e-9);
+        // nsqd's /stats gave that run's topic a message_count of 1181200.
+        assert_eq!((log.ops_per_second * log.seconds).round() as u64, 1181200);
+
+        // A reader that received nothing: under a second, Go prints milliseconds.
+        let empty = "[bench_reader] 2026/11/24 21:18:59 duration: 416.370956ms - 0.000mb/s - \
+                     0.000ops/s - +Infus/op\n";
+        let log = parse_bench_log(empty).expect("empty run");
+        assert!((log.seconds - 0.416370956).abs() < 1e-12);
+        assert_eq!(log.ops_per_second, 0.0);
+
+        // Only the last report counts; a line without one is no report.
+        let two = format!("[bench_reader] sleeping until ...\n{empty}{reader}");
+        assert!((parse_bench_log(&two).expect("last line").seconds - 1.006302955).abs() < 1e-12);
+        assert_eq!(
+            parse_bench_log("panic: dial tcp: connection refused\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn parses_go_durations() {
+        assert_eq!(go_duration_seconds("3s"), Some(3.0));
+        assert_eq!(go_duration_seconds("0s"), Some(0.0));
+        assert_eq!(go_duration_seconds("1m2.5s"), Some(62.5));
+        assert_eq!(go_duration_seconds("1h0m0s"), Some(3600.0));
+        let close = |d: &str, want: f64| {
+            let got = go_duration_seconds(d).expect(d);
+            assert!((got - want).abs() < want * 1e-12, "{d}: {got} != {want}");
+        };
+        close("750µs", 750e-6);
+        close("750us", 750e-6);
+        close("12ns", 12e-9);
+        assert_eq!(go_duration_seconds(""), None);
+        assert_eq!(go_duration_seconds("3"), None);
+        assert_eq!(go_duration_seconds("3x"), None);
     }
 }
