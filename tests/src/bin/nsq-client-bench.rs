@@ -621,6 +621,29 @@ impl Bench {
     }
 }
 
+/// nsqd's `--mem-queue-size`: room for the most messages any one topic or channel of these
+/// scenarios holds, so nothing goes to disk, and no more. nsqd allocates a buffer of that many
+/// pointers for every topic and every channel it creates (zeroing reused memory for it), so a
+/// queue far too large makes each new topic and SUB stall, for a second or more at 10^8.
+fn mem_queue_size(scenarios: &[Scenario], o: &Opts) -> usize {
+    scenarios
+        .iter()
+        .map(|sc| match sc.mode {
+            // bench_reader's topic holds twice the consume count.
+            "consume" => sc.count.saturating_mul(2),
+            // bench_writer runs for a time, not a count; it has not passed 3 M msgs/s here.
+            "mpub" => sc.count.max(
+                usize::try_from(o.runfor)
+                    .unwrap_or(usize::MAX)
+                    .saturating_mul(3_000_000),
+            ),
+            _ => sc.count,
+        })
+        .max()
+        .unwrap_or(0)
+        .saturating_add(10_000)
+}
+
 fn median(mut v: Vec<f64>) -> Option<f64> {
     if v.is_empty() {
         return None;
@@ -662,19 +685,15 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    // A memory queue far above any one topic's messages: nothing goes to disk. Topics are
-    // deleted after each run, so memory stays bounded.
-    let nsqd = RealNsqd::start(
-        PathBuf::from(nsqd_bin).as_path(),
-        &["--mem-queue-size=100000000"],
-    );
+    let scenarios = scenarios(&opts);
+    let queue = format!("--mem-queue-size={}", mem_queue_size(&scenarios, &opts));
+    let nsqd = RealNsqd::start(PathBuf::from(nsqd_bin).as_path(), &[queue.as_str()]);
     let bench = Bench {
         nsqd,
         rt,
         programs,
         opts: opts.clone(),
     };
-    let scenarios = scenarios(&opts);
 
     let mut results: BTreeMap<(usize, Client), Vec<Sample>> = BTreeMap::new();
     let mut failed = false;
