@@ -603,6 +603,10 @@ impl ConnTask {
         let mut cancelled = std::pin::pin!(cancel.cancelled());
         let mut heartbeat_due = std::pin::pin!(heartbeat.notified());
         let result: Result<(), String> = loop {
+            if closing && next.is_none() {
+                // No more waiting for requests, but those already queued still go out.
+                next = self.rx.try_recv().ok();
+            }
             if let Some(request) = next.take() {
                 // Coalesce every request at hand into one write.
                 batch.push(request);
