@@ -394,22 +394,31 @@ impl Producer {
         }
         let (respond, answer) = oneshot::channel();
         let timeout = self.shared.config.publish_timeout;
-        let send = self.sender().send(Request { cmd, respond });
         let deadline = timeout.map(|t| Instant::now() + t);
-        let queued = match deadline {
-            Some(at) => match tokio::time::timeout_at(at, send).await {
-                Ok(queued) => queued,
-                Err(_) => {
-                    // The queue stayed full until the deadline; nothing was sent.
-                    let after = timeout.unwrap_or_default();
-                    return Err(PublishError::new(
-                        PublishErrorKind::Timeout(after),
-                        addr,
-                        Vec::new(),
-                    ));
+        let tx = self.sender();
+        // Queued at once when there is room; only a full queue makes the caller wait (and
+        // arms a timer for it).
+        let queued = match tx.try_send(Request { cmd, respond }) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(request)) => Err(mpsc::error::SendError(request)),
+            Err(mpsc::error::TrySendError::Full(request)) => {
+                let send = tx.send(request);
+                match deadline {
+                    Some(at) => match tokio::time::timeout_at(at, send).await {
+                        Ok(queued) => queued,
+                        Err(_) => {
+                            // The queue stayed full until the deadline; nothing was sent.
+                            let after = timeout.unwrap_or_default();
+                            return Err(PublishError::new(
+                                PublishErrorKind::Timeout(after),
+                                addr,
+                                Vec::new(),
+                            ));
+                        }
+                    },
+                    None => send.await,
                 }
-            },
-            None => send.await,
+            }
         };
         if let Err(mpsc::error::SendError(request)) = queued {
             return Err(PublishError::new(
@@ -603,6 +612,10 @@ impl ConnTask {
         let mut cancelled = std::pin::pin!(cancel.cancelled());
         let mut heartbeat_due = std::pin::pin!(heartbeat.notified());
         let result: Result<(), String> = loop {
+            if closing && next.is_none() {
+                // No more waiting for requests, but those already queued still go out.
+                next = self.rx.try_recv().ok();
+            }
             if let Some(request) = next.take() {
                 // Coalesce every request at hand into one write.
                 batch.push(request);
@@ -691,7 +704,16 @@ impl ConnTask {
             write_half.write_all(buf).await?;
             write_half.flush().await
         };
-        match tokio::time::timeout(self.config.connection.write_timeout, write).await {
+        let mut write = std::pin::pin!(write);
+        // Most writes complete at once: only one that has to wait for the socket arms the
+        // timer (arming and clearing it costs more than the write's bookkeeping).
+        let done = match futures::poll!(write.as_mut()) {
+            std::task::Poll::Ready(done) => Ok(done),
+            std::task::Poll::Pending => {
+                tokio::time::timeout(self.config.connection.write_timeout, write).await
+            }
+        };
+        match done {
             Ok(Ok(())) => {
                 buf.clear();
                 Ok(())

@@ -105,6 +105,29 @@ async fn a_hundred_thousand_pipelined_publishes_all_arrive_intact() {
 }
 
 #[tokio::test]
+async fn callers_finding_the_queue_full_wait_for_room_and_are_all_answered() {
+    each_broker!(|broker| {
+        // A queue of one: all but the first of each burst find it full and wait for room.
+        let config = ProducerConfig::default().queue(1);
+        let p = Producer::new(broker.tcp_addr().to_string(), config).unwrap();
+        let topic = Topic::new("full").unwrap();
+        p.ping().await.unwrap();
+        let results: Vec<_> = stream::iter(0..500)
+            .map(|i| {
+                let (p, topic) = (p.clone(), topic.clone());
+                async move { p.publish(&topic, format!("m{i}")).await }
+            })
+            .buffer_unordered(100)
+            .collect()
+            .await;
+        assert!(results.iter().all(Result::is_ok), "a publish failed");
+        let stats = broker.topic_stats("full").await.unwrap();
+        assert_eq!(stats["message_count"], 500, "{stats}");
+        p.close().await;
+    });
+}
+
+#[tokio::test]
 async fn a_timed_out_or_dropped_publish_leaves_the_connection_usable() {
     each_broker!(|broker| {
         let proxy = Proxy::start(broker.tcp_addr()).await;
