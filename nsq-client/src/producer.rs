@@ -1,8 +1,9 @@
 //! Publishing to one nsqd: pipelined, every publish answered by nsqd's own reply.
 //!
 //! One task per producer owns the connection. Callers queue requests to it; it writes every
-//! request it has at hand in one write (so one connection is not bound by round trips), and
-//! remembers each in order. nsqd answers commands in order, so a reader task matches each
+//! request it has at hand in one write (so one connection is not bound by round trips),
+//! merging neighbouring publishes to one topic into one MPUB (see
+//! [`ProducerConfig::merge_publishes`]), and remembers each in order. nsqd answers commands in order, so a reader task matches each
 //! `OK` or `E_*` to the oldest request. A request whose caller has gone (timed out or dropped)
 //! before it was written is never sent; one already written has its answer read and dropped,
 //! so the connection stays in step.
@@ -54,6 +55,7 @@ pub struct ProducerConfig {
     pub(crate) queue: usize,
     pub(crate) backoff_min: Duration,
     pub(crate) backoff_max: Duration,
+    pub(crate) merge_publishes: Option<usize>,
 }
 
 impl Default for ProducerConfig {
@@ -64,9 +66,14 @@ impl Default for ProducerConfig {
             queue: 4096,
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(5),
+            merge_publishes: Some(DEFAULT_MERGE_BYTES),
         }
     }
 }
+
+/// The default bound of a merged MPUB's body (see [`ProducerConfig::merge_publishes`]): far
+/// below nsqd's `--max-body-size` (5 MiB by default).
+const DEFAULT_MERGE_BYTES: usize = 64 * 1024;
 
 impl ProducerConfig {
     /// The connection's settings (identity, TLS, compression, AUTH...).
@@ -120,8 +127,37 @@ impl ProducerConfig {
         self
     }
 
+    /// Whether publishes to one topic that are queued together go out as one `MPUB`, and
+    /// how large that MPUB's body may grow (default `Some(64 KiB)`); `None` sends one `PUB`
+    /// per publish.
+    ///
+    /// Under load, many [`Producer::publish`] calls wait for the connection at once. Those
+    /// that are next to each other in the queue and name the same topic are sent as one MPUB,
+    /// in order, and every one of them is answered by its `OK`: each call still resolves
+    /// `Ok` only once nsqd has taken its message. Nothing waits to fill a batch, so a lone
+    /// publish goes out at once as `PUB`; bodies larger than the bound always go alone.
+    /// nsqd takes one MPUB's messages all or none, so an error answers every publish of the
+    /// batch with that error (code `E_MPUB_FAILED` rather than `E_PUB_FAILED`, for example),
+    /// each with its own body handed back. Keep the bound at or below the nsqd's
+    /// `--max-body-size`.
+    ///
+    /// ```
+    /// let c = nsq_client::ProducerConfig::default().merge_publishes(Some(256 * 1024));
+    /// let one_pub_each = nsq_client::ProducerConfig::default().merge_publishes(None);
+    /// # let _ = (c, one_pub_each);
+    /// ```
+    pub fn merge_publishes(mut self, max_bytes: Option<usize>) -> Self {
+        self.merge_publishes = max_bytes;
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         self.connection.validate()?;
+        if self.merge_publishes.is_some_and(|n| n < 64) {
+            return Err(ConfigError::new(
+                "merge_publishes needs room for at least 64 bytes",
+            ));
+        }
         if self.queue == 0 {
             return Err(ConfigError::new("queue must hold at least one request"));
         }
@@ -138,8 +174,8 @@ impl ProducerConfig {
 /// Publishes to one nsqd. Cheap to clone; every clone shares one connection.
 ///
 /// The connection is opened by the first call that needs it and reopened (with backoff)
-/// after a failure. A publish resolves when nsqd answered it: `Ok` means nsqd said `OK` for
-/// exactly that publish. A publish in flight when the connection fails gets an error and is
+/// after a failure. A publish resolves when nsqd answered it: `Ok` means nsqd said `OK` to
+/// the command that carried that message (its own PUB, or the MPUB it was merged into). A publish in flight when the connection fails gets an error and is
 /// never reported `OK`.
 ///
 /// ```
@@ -469,10 +505,112 @@ struct ConnTask {
     cancel: CancellationToken,
 }
 
-/// A written request waiting for its answer.
-struct Pending {
-    cmd: Command,
-    respond: oneshot::Sender<Answer>,
+impl Request {
+    fn answer(self, answer: Result<(), PublishErrorKind>) {
+        let _ = self.respond.send(answer.map_err(|kind| (kind, self.cmd)));
+    }
+}
+
+/// A written command waiting for its answer: one request, or publishes merged into one MPUB,
+/// which nsqd answers once for all of them.
+enum Pending {
+    One(Request),
+    Merged(Vec<Request>),
+}
+
+impl Pending {
+    fn answer(self, answer: Result<(), PublishErrorKind>) {
+        match self {
+            Pending::One(request) => request.answer(answer),
+            Pending::Merged(requests) => {
+                for request in requests {
+                    request.answer(answer.clone());
+                }
+            }
+        }
+    }
+}
+
+/// Consecutive publishes to one topic, to be sent as one MPUB.
+#[derive(Default)]
+struct Run {
+    requests: Vec<Request>,
+    /// The MPUB body they make: the count, then each body with its length.
+    body_bytes: usize,
+}
+
+impl Run {
+    /// Whether a PUB of `body` to `topic` can join without the MPUB body outgrowing `limit`.
+    fn admits(&self, topic: &Topic, body: &Bytes, limit: usize) -> bool {
+        let joins_topic = match self.requests.first() {
+            Some(Request {
+                cmd: Command::Pub { topic: first, .. },
+                ..
+            }) => first == topic,
+            Some(_) => false,
+            None => true,
+        };
+        joins_topic && self.body_bytes.max(4) + 4 + body.len() <= limit
+    }
+
+    fn push(&mut self, request: Request) {
+        if let Command::Pub { body, .. } = &request.cmd {
+            self.body_bytes = self.body_bytes.max(4) + 4 + body.len();
+        }
+        self.requests.push(request);
+    }
+
+    /// Encodes what was gathered (one PUB alone, several as MPUB) and stages it.
+    fn stage(&mut self, buf: &mut BytesMut, staged: &mut Vec<Pending>) {
+        self.body_bytes = 0;
+        match self.requests.len() {
+            0 => {}
+            1 => {
+                if let Some(request) = self.requests.pop() {
+                    stage_one(request, buf, staged, &mut Vec::new());
+                }
+            }
+            _ => {
+                let Some(Request {
+                    cmd: Command::Pub { topic, .. },
+                    ..
+                }) = self.requests.first()
+                else {
+                    return;
+                };
+                let bodies = self.requests.iter().map(|r| match &r.cmd {
+                    Command::Pub { body, .. } => &body[..],
+                    // Only PUBs join a run; an empty body would fail the encoding.
+                    _ => &[][..],
+                });
+                match Command::encode_mpub(topic, bodies, buf) {
+                    Ok(()) => staged.push(Pending::Merged(std::mem::take(&mut self.requests))),
+                    Err(e) => {
+                        for request in self.requests.drain(..) {
+                            request.answer(Err(PublishErrorKind::Invalid(e.to_string())));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Encodes one request and stages it for its answer; a NOP (a ping) has none, so it waits
+/// in `pings` for its write instead.
+fn stage_one(
+    request: Request,
+    buf: &mut BytesMut,
+    staged: &mut Vec<Pending>,
+    pings: &mut Vec<oneshot::Sender<Answer>>,
+) {
+    if let Err(e) = ClientCodec::new().encode(&request.cmd, buf) {
+        request.answer(Err(PublishErrorKind::Invalid(e.to_string())));
+    } else if matches!(request.cmd, Command::Nop) {
+        pings.push(request.respond);
+    } else {
+        staged.push(Pending::One(request));
+    }
 }
 
 /// The written requests, oldest first, shared by the writer (which appends before it writes)
@@ -726,8 +864,9 @@ impl ConnTask {
         }
     }
 
-    /// Encodes the batch (skipping requests whose callers are gone), hands each to the reader
-    /// in order, and writes it all at once.
+    /// Encodes the batch (skipping requests whose callers are gone; merging neighbouring
+    /// publishes to one topic when configured), hands each to the reader in order, and
+    /// writes it all at once.
     async fn write_batch(
         &self,
         batch: &mut Vec<Request>,
@@ -739,29 +878,37 @@ impl ConnTask {
         buf.clear();
         let mut pings = Vec::new();
         staged.clear();
-        for Request { cmd, respond } in batch.drain(..) {
-            if respond.is_closed() {
+        let mut run = Run::default();
+        for request in batch.drain(..) {
+            if request.respond.is_closed() {
                 // The caller timed out or dropped the publish before it was written.
                 continue;
             }
-            if let Err(e) = ClientCodec::new().encode(&cmd, buf) {
-                let _ = respond.send(Err((PublishErrorKind::Invalid(e.to_string()), cmd)));
-                continue;
+            if let (Some(limit), Command::Pub { topic, body }) =
+                (self.config.merge_publishes, &request.cmd)
+            {
+                if !run.admits(topic, body, limit) {
+                    run.stage(buf, staged);
+                }
+                if run.admits(topic, body, limit) {
+                    run.push(request);
+                    continue;
+                }
+                // Too large to share an MPUB: it goes alone.
+            } else {
+                // Anything else keeps its place after the publishes before it.
+                run.stage(buf, staged);
             }
-            if matches!(cmd, Command::Nop) {
-                // NOP has no answer: a ping succeeds once it is written.
-                pings.push(respond);
-                continue;
-            }
-            staged.push(Pending { cmd, respond });
+            stage_one(request, buf, staged, &mut pings);
         }
+        run.stage(buf, staged);
         // Encoded without the lock (the reader may be taking answers meanwhile); handed over
         // in one short lock, before the write.
         {
             let mut queue = written.lock();
             if queue.reader_done {
                 for p in staged.drain(..) {
-                    let _ = p.respond.send(Err((PublishErrorKind::Disconnected, p.cmd)));
+                    p.answer(Err(PublishErrorKind::Disconnected));
                 }
             } else {
                 queue.pending.extend(staged.drain(..));
@@ -779,7 +926,7 @@ impl ConnTask {
 }
 
 fn fail(request: Request, kind: PublishErrorKind) {
-    let _ = request.respond.send(Err((kind, request.cmd)));
+    request.answer(Err(kind));
 }
 
 /// Reads nsqd's answers and matches each to the oldest written request. Returns why the
@@ -840,10 +987,7 @@ async fn read_answers(
                     break "an answer with no publish waiting for it".to_owned();
                 };
                 let fatal = answer.as_ref().err().is_some_and(|e| e.code.is_fatal());
-                let _ = p.respond.send(match answer {
-                    Ok(()) => Ok(()),
-                    Err(e) => Err((PublishErrorKind::Server(e), p.cmd)),
-                });
+                p.answer(answer.map_err(PublishErrorKind::Server));
                 if fatal {
                     // nsqd closes the connection after a fatal error; nothing after it is answered.
                     break "nsqd closed the connection after a fatal error".to_owned();
@@ -857,7 +1001,7 @@ async fn read_answers(
         std::mem::take(&mut queue.pending)
     };
     for p in waiting {
-        let _ = p.respond.send(Err((PublishErrorKind::Disconnected, p.cmd)));
+        p.answer(Err(PublishErrorKind::Disconnected));
     }
     why
 }

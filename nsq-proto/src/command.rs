@@ -258,6 +258,61 @@ impl Command {
         }
     }
 
+    /// Writes `MPUB` of `bodies` to `topic`, as [`Command::Mpub`] would, from bodies held
+    /// anywhere (no `Vec<Bytes>` needs to be built). The iterator is walked twice: once to
+    /// size the command, once to write it.
+    ///
+    /// # Errors
+    ///
+    /// [`ProtocolError::Encode`] for no bodies, an empty body, or a total above an int32
+    /// length. Nothing is written on error.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use nsq_proto::{Command, Topic};
+    /// let topic = Topic::new("t")?;
+    /// let mut buf = BytesMut::new();
+    /// Command::encode_mpub(&topic, [&b"a"[..], &b"bc"[..]], &mut buf)?;
+    /// assert_eq!(&buf[..], b"MPUB t\n\0\0\0\x0f\0\0\0\x02\0\0\0\x01a\0\0\0\x02bc");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn encode_mpub<'a, I>(
+        topic: &Topic,
+        bodies: I,
+        dst: &mut BytesMut,
+    ) -> Result<(), ProtocolError>
+    where
+        I: IntoIterator<Item = &'a [u8]>,
+        I::IntoIter: Clone,
+    {
+        let bodies = bodies.into_iter();
+        let mut size: u64 = 4;
+        let mut count: u64 = 0;
+        for body in bodies.clone() {
+            body_len("MPUB", body)?;
+            size += 4 + body.len() as u64;
+            count += 1;
+        }
+        if count == 0 {
+            return Err(encode_error("MPUB", "no message bodies"));
+        }
+        let size = i32::try_from(size)
+            .map_err(|_| encode_error("MPUB", format!("body of {size} bytes is too large")))?
+            as u32;
+        dst.reserve(6 + topic.len() + 4 + size as usize);
+        dst.put_slice(b"MPUB ");
+        dst.put_slice(topic.as_bytes());
+        dst.put_u8(b'\n');
+        dst.put_u32(size);
+        // count < size / 4, so it fits.
+        dst.put_u32(count as u32);
+        for body in bodies {
+            dst.put_u32(body.len() as u32);
+            dst.put_slice(body);
+        }
+        Ok(())
+    }
+
     /// Writes the command to `dst`, reserving the space it needs once.
     ///
     /// # Errors
@@ -302,28 +357,7 @@ impl Command {
                 dst.put_slice(body);
             }
             Command::Mpub { topic, bodies } => {
-                if bodies.is_empty() {
-                    return Err(encode_error("MPUB", "no message bodies"));
-                }
-                let mut size: u64 = 4;
-                for body in bodies {
-                    body_len("MPUB", body)?;
-                    size += 4 + body.len() as u64;
-                }
-                let size = i32::try_from(size).map_err(|_| {
-                    encode_error("MPUB", format!("body of {size} bytes is too large"))
-                })? as u32;
-                let count = bodies.len() as u32;
-                dst.reserve(6 + topic.len() + 4 + size as usize);
-                dst.put_slice(b"MPUB ");
-                dst.put_slice(topic.as_bytes());
-                dst.put_u8(b'\n');
-                dst.put_u32(size);
-                dst.put_u32(count);
-                for body in bodies {
-                    dst.put_u32(body.len() as u32);
-                    dst.put_slice(body);
-                }
+                Self::encode_mpub(topic, bodies.iter().map(|b| &b[..]), dst)?;
             }
             Command::Dpub { topic, delay, body } => {
                 let ms = millis("DPUB", *delay)?;

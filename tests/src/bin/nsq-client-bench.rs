@@ -5,7 +5,9 @@
 //! --batch --count --size [--window] [--channel]`) that prints one JSON line
 //! `{"client","mode","messages","seconds","cpu_seconds"}`:
 //!
-//! * nsq-client: `nsq-producer-client` (this package; built next to this binary),
+//! * nsq-client: `nsq-producer-client` (this package; built next to this binary); in the
+//!   pipelined PUB scenarios also with `--merge off` (`ProducerConfig::merge_publishes(None)`,
+//!   one PUB per publish), shown as "nsq-client, merging off" and not counted as a peer,
 //! * go-nsq: `NSQ_GO_BENCH` (tests/peers/go/cmd/nsq-bench-client),
 //! * tokio-nsq: `NSQ_TOKIO_NSQ_BENCH` (tests/peers/rust/tokio-nsq-bench),
 //!
@@ -59,14 +61,14 @@ usage: nsq-client-bench [options]
   --awaited-count N   messages of the awaited scenario (default 20000)
   --slow-count N      ... for tokio-nsq, whose every write waits for its 250 ms flush timer
                       (default 20)
-  --pub-count N       messages of the pipelined PUB scenarios (default 200000)
+  --pub-count N       messages of the pipelined PUB scenarios (default 500000)
   --window N          outstanding publishes per caller when pipelined (default 1000)
   --mpub-count N      messages of the MPUB scenarios (default 2000000)
-  --consume-count N   messages of the consume scenario, 0 to leave it out (default 500000)
+  --consume-count N   messages of the consume scenario, 0 to leave it out (default 1000000)
   --runfor SECONDS    how long bench_writer runs in the MPUB scenarios (default 3)
   --reader-runfor SECONDS
                       how long bench_reader runs in the consume scenario; its topic holds
-                      2 × --consume-count messages, which it must not use up (default 1)
+                      2 × --consume-count messages, which it must not use up (default 2)
   --only LIST         scenarios to run, comma separated: awaited, pub1, pub8, mpub100,
                       mpub200, consume (default all)";
 
@@ -91,12 +93,12 @@ fn parse_args() -> Result<Opts, String> {
         size: 100,
         awaited_count: 20_000,
         slow_count: 20,
-        pub_count: 200_000,
+        pub_count: 500_000,
         window: 1000,
         mpub_count: 2_000_000,
-        consume_count: 500_000,
+        consume_count: 1_000_000,
         runfor: 3,
-        reader_runfor: 1,
+        reader_runfor: 2,
         only: None,
     };
     let mut args = std::env::args().skip(1);
@@ -133,6 +135,8 @@ fn parse_args() -> Result<Opts, String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Client {
     Ours,
+    /// Ours with `ProducerConfig::merge_publishes(None)`: one PUB per publish.
+    OursUnmerged,
     GoNsq,
     TokioNsq,
     BenchWriter,
@@ -143,6 +147,7 @@ impl Client {
     fn name(self) -> &'static str {
         match self {
             Client::Ours => "nsq-client",
+            Client::OursUnmerged => "nsq-client, merging off",
             Client::GoNsq => "go-nsq 1.1.0",
             Client::TokioNsq => "tokio-nsq 0.14.0",
             Client::BenchWriter => "nsq bench_writer",
@@ -156,8 +161,26 @@ impl Client {
         match self {
             Client::BenchWriter => Some("mpub"),
             Client::BenchReader => Some("consume"),
+            Client::OursUnmerged => Some("pipelined"),
             Client::Ours | Client::GoNsq | Client::TokioNsq => None,
         }
+    }
+
+    /// A name for topics: letters, digits, `-` and `_` only.
+    fn key(self) -> &'static str {
+        match self {
+            Client::Ours => "ours",
+            Client::OursUnmerged => "ours-unmerged",
+            Client::GoNsq => "go-nsq",
+            Client::TokioNsq => "tokio-nsq",
+            Client::BenchWriter => "bench_writer",
+            Client::BenchReader => "bench_reader",
+        }
+    }
+
+    /// Whether it is nsq-client (in any configuration), so not a peer of nsq-client.
+    fn is_ours(self) -> bool {
+        matches!(self, Client::Ours | Client::OursUnmerged)
     }
 
     /// How many messages a consume run of this client starts with: bench_reader stops on time,
@@ -271,7 +294,9 @@ struct Programs(BTreeMap<Client, PathBuf>);
 impl Programs {
     fn find() -> Result<Self, String> {
         let mut found = BTreeMap::new();
-        found.insert(Client::Ours, ours()?);
+        let ours = ours()?;
+        found.insert(Client::OursUnmerged, ours.clone());
+        found.insert(Client::Ours, ours);
         for (client, var) in [
             (Client::GoNsq, "NSQ_GO_BENCH"),
             (Client::TokioNsq, "NSQ_TOKIO_NSQ_BENCH"),
@@ -557,7 +582,11 @@ impl Bench {
                 } else {
                     sc.count
                 };
-                let report = run_client(program, &self.common_args(sc, topic, count))?;
+                let mut args = self.common_args(sc, topic, count);
+                if client == Client::OursUnmerged {
+                    args.extend(["--merge".to_owned(), "off".to_owned()]);
+                }
+                let report = run_client(program, &args)?;
                 let messages = report["messages"]
                     .as_u64()
                     .ok_or("report without messages")?;
@@ -703,7 +732,7 @@ fn main() -> ExitCode {
                 if client.only_mode().is_some_and(|mode| mode != sc.mode) {
                     continue;
                 }
-                let topic = format!("{}-{}-{run}", sc.key, client.name().replace(' ', "_"));
+                let topic = format!("{}-{}-{run}", sc.key, client.key());
                 if sc.mode == "consume" {
                     if let Err(why) = bench.prefill(&topic, client.consume_fill(sc.count)) {
                         eprintln!("{} / {}: {why}", sc.title, client.name());
@@ -758,7 +787,7 @@ fn main() -> ExitCode {
                 (client, rate.unwrap_or(0.0), cpu)
             })
             .collect();
-        let peers = rows.iter().filter(|r| r.0 != Client::Ours);
+        let peers = rows.iter().filter(|r| !r.0.is_ours());
         let best_rate = peers.clone().map(|r| r.1).fold(0.0, f64::max);
         let best_cpu = peers.filter_map(|r| r.2).fold(f64::INFINITY, f64::min);
         for (client, rate, cpu) in &rows {

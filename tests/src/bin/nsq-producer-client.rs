@@ -6,6 +6,7 @@
 //! ```text
 //! nsq-producer-client --nsqd HOST:PORT --topic T --mode awaited|pipelined|mpub|consume
 //!                     --callers N --batch K --count M --size B [--window W] [--channel C]
+//!                     [--merge on|off]
 //! ```
 //!
 //! * awaited: N tasks, each awaits `publish` before the next;
@@ -15,7 +16,9 @@
 //! * consume: nsq-client's `Consumer` on T/C with max_in_flight 2500 (as the go-nsq and
 //!   tokio-nsq programs), finishing every message, until M messages arrived.
 //!
-//! M is the total over all tasks (rounded up to whole batches).
+//! M is the total over all tasks (rounded up to whole batches). `--merge off` sets
+//! `ProducerConfig::merge_publishes(None)`: one PUB per publish instead of merging publishes
+//! queued together into MPUBs.
 //!
 //! One JSON line goes to stdout: `{"client","mode","messages","seconds","cpu_seconds"}`.
 //! cpu_seconds is this process's utime + stime from `/proc/self/stat` (clock ticks; Linux
@@ -44,6 +47,7 @@ struct Opts {
     size: usize,
     window: usize,
     channel: String,
+    merge: bool,
 }
 
 fn parse_args() -> Result<Opts, String> {
@@ -57,6 +61,7 @@ fn parse_args() -> Result<Opts, String> {
         size: 100,
         window: 1000,
         channel: "bench".to_owned(),
+        merge: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -78,6 +83,13 @@ fn parse_args() -> Result<Opts, String> {
             "--size" => o.size = num()?,
             "--window" => o.window = num()?,
             "--channel" => o.channel = value.clone(),
+            "--merge" => {
+                o.merge = match value.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(format!("--merge: on or off, not {value:?}")),
+                }
+            }
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -176,8 +188,12 @@ async fn run(o: &Opts) -> Result<usize, String> {
     if o.mode == "consume" {
         return consume(o).await;
     }
-    let producer =
-        Producer::new(o.nsqd.clone(), ProducerConfig::default()).map_err(|e| e.to_string())?;
+    let config = if o.merge {
+        ProducerConfig::default()
+    } else {
+        ProducerConfig::default().merge_publishes(None)
+    };
+    let producer = Producer::new(o.nsqd.clone(), config).map_err(|e| e.to_string())?;
     let topic = Topic::new(o.topic.clone()).map_err(|e| e.to_string())?;
     let per = if o.mode == "mpub" { o.batch } else { 1 };
     let units = o.count.div_ceil(per);

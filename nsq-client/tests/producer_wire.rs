@@ -1,0 +1,245 @@
+//! The producer against a scripted nsqd on a raw socket: what reaches the wire, exactly.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Context;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use nsq_client::proto::Topic;
+use nsq_client::{Producer, ProducerConfig, PublishError, PublishErrorKind};
+use nsq_proto::{Command, ErrorCode, Frame, Response, ServerCodec, ServerError};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio_util::codec::Framed;
+
+/// nsqd 1.3.0's IDENTIFY answer with its defaults.
+const IDENTIFY_ANSWER: &str = r#"{"max_rdy_count":2500,"version":"1.3.0","max_msg_timeout":900000,"msg_timeout":60000,"tls_v1":false,"deflate":false,"deflate_level":6,"max_deflate_level":6,"snappy":false,"sample_rate":0,"auth_required":false,"output_buffer_size":16384,"output_buffer_timeout":250}"#;
+
+type Publish = Pin<Box<dyn Future<Output = Result<(), PublishError>> + Send>>;
+
+/// Polls every publish once, so each is queued for the connection before nsqd is let go on.
+fn queue_all(publishes: &mut [Publish]) {
+    let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+    for p in publishes.iter_mut() {
+        assert!(
+            p.as_mut().poll(&mut cx).is_pending(),
+            "answered before nsqd spoke"
+        );
+    }
+}
+
+/// Accepts one producer and answers its IDENTIFY once `go` fires: until then the producer
+/// cannot write, so whatever was published meanwhile waits in its queue.
+async fn accept_producer(
+    listener: &TcpListener,
+    go: oneshot::Receiver<()>,
+) -> Framed<TcpStream, ServerCodec> {
+    let (mut socket, _) = listener.accept().await.unwrap();
+    let mut magic = [0u8; 4];
+    socket.read_exact(&mut magic).await.unwrap();
+    let mut framed = Framed::new(socket, ServerCodec::new());
+    match framed.next().await.unwrap().unwrap() {
+        Command::Identify(_) => {}
+        other => panic!("expected IDENTIFY, got {other:?}"),
+    }
+    go.await.unwrap();
+    framed
+        .send(Frame::Response(Response::Data(Bytes::from_static(
+            IDENTIFY_ANSWER.as_bytes(),
+        ))))
+        .await
+        .unwrap();
+    framed
+}
+
+fn body(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+/// A scripted nsqd that answers the first `n` commands `OK`, one by one, and returns them.
+fn nsqd_answering_ok(
+    listener: TcpListener,
+    go: oneshot::Receiver<()>,
+    n: usize,
+) -> tokio::task::JoinHandle<Vec<Command>> {
+    tokio::spawn(async move {
+        let mut framed = accept_producer(&listener, go).await;
+        let mut seen = Vec::new();
+        for _ in 0..n {
+            seen.push(framed.next().await.unwrap().unwrap());
+            framed.send(Frame::Response(Response::Ok)).await.unwrap();
+        }
+        seen
+    })
+}
+
+/// One queued publish per body, to `topic`, in order.
+fn publishes_of(producer: &Producer, topic: &Topic, bodies: &[&str]) -> Vec<Publish> {
+    let mut publishes: Vec<Publish> = bodies
+        .iter()
+        .map(|b| {
+            let (p, t, b) = (producer.clone(), topic.clone(), body(b));
+            Box::pin(async move { p.publish(&t, b).await }) as Publish
+        })
+        .collect();
+    queue_all(&mut publishes);
+    publishes
+}
+
+/// Publishes queued together go out merged per run of one topic, in order; an MPUB's `OK`
+/// answers each of its publishes, and its error fails each with its own body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn neighbouring_publishes_to_one_topic_share_an_mpub_and_its_answer() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (go, go_rx) = oneshot::channel();
+    let nsqd = tokio::spawn(async move {
+        let mut framed = accept_producer(&listener, go_rx).await;
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            seen.push(framed.next().await.unwrap().unwrap());
+        }
+        // OK, OK, a fatal refusal of the third; nsqd then closes, so the fourth goes unanswered.
+        framed.send(Frame::Response(Response::Ok)).await.unwrap();
+        framed.send(Frame::Response(Response::Ok)).await.unwrap();
+        let refusal = ServerError {
+            code: ErrorCode::MpubFailed,
+            description: "MPUB failed exiting".into(),
+        };
+        framed.send(Frame::Error(refusal)).await.unwrap();
+        seen
+    });
+
+    let producer = Producer::new(addr.to_string(), ProducerConfig::default()).unwrap();
+    let (t, u) = (Topic::new("t").unwrap(), Topic::new("u").unwrap());
+    let mut publishes: Vec<Publish> = Vec::new();
+    for i in 0..5 {
+        let (p, t) = (producer.clone(), t.clone());
+        publishes.push(Box::pin(async move {
+            p.publish(&t, body(&format!("t{i}"))).await
+        }));
+    }
+    let (p, u2) = (producer.clone(), u.clone());
+    publishes.push(Box::pin(async move { p.publish(&u2, body("u0")).await }));
+    for i in 5..7 {
+        let (p, t) = (producer.clone(), t.clone());
+        publishes.push(Box::pin(async move {
+            p.publish(&t, body(&format!("t{i}"))).await
+        }));
+    }
+    let (p, t2) = (producer.clone(), t.clone());
+    publishes.push(Box::pin(async move {
+        p.deferred_publish(&t2, Duration::from_secs(1), body("d0"))
+            .await
+    }));
+    queue_all(&mut publishes);
+    go.send(()).unwrap();
+
+    let answers = tokio::time::timeout(
+        Duration::from_secs(10),
+        futures::future::join_all(publishes),
+    )
+    .await
+    .expect("every publish answered");
+    let seen = nsqd.await.unwrap();
+    let mpub = |topic: &Topic, bodies: &[&str]| Command::Mpub {
+        topic: topic.clone(),
+        bodies: bodies.iter().map(|b| body(b)).collect(),
+    };
+    assert_eq!(
+        seen,
+        vec![
+            mpub(&t, &["t0", "t1", "t2", "t3", "t4"]),
+            Command::Pub {
+                topic: u.clone(),
+                body: body("u0")
+            },
+            mpub(&t, &["t5", "t6"]),
+            Command::Dpub {
+                topic: t.clone(),
+                delay: Duration::from_secs(1),
+                body: body("d0")
+            },
+        ]
+    );
+    let mut answers = answers.into_iter();
+    for _ in 0..6 {
+        assert!(
+            answers.next().unwrap().is_ok(),
+            "the first MPUB and the PUB were OK"
+        );
+    }
+    for expected in ["t5", "t6"] {
+        let err = answers.next().unwrap().unwrap_err();
+        assert_eq!(
+            err.server_error().map(|e| e.code.clone()),
+            Some(ErrorCode::MpubFailed),
+            "{err}"
+        );
+        assert_eq!(err.into_bodies(), vec![body(expected)], "its own body back");
+    }
+    let err = answers.next().unwrap().unwrap_err();
+    assert_eq!(err.kind(), &PublishErrorKind::Disconnected, "{err}");
+    assert_eq!(err.into_bodies(), vec![body("d0")]);
+}
+
+/// With merging off, every publish is its own PUB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_merging_off_each_publish_is_a_pub() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (go, go_rx) = oneshot::channel();
+    let nsqd = nsqd_answering_ok(listener, go_rx, 3);
+    let config = ProducerConfig::default().merge_publishes(None);
+    let producer = Producer::new(addr.to_string(), config).unwrap();
+    let t = Topic::new("t").unwrap();
+    let publishes = publishes_of(&producer, &t, &["t0", "t1", "t2"]);
+    go.send(()).unwrap();
+    for answer in futures::future::join_all(publishes).await {
+        answer.unwrap();
+    }
+    let pubs: Vec<Command> = ["t0", "t1", "t2"]
+        .iter()
+        .map(|b| Command::Pub {
+            topic: t.clone(),
+            body: body(b),
+        })
+        .collect();
+    assert_eq!(nsqd.await.unwrap(), pubs);
+}
+
+/// A body too large for the merge bound goes alone, between the merged runs around it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_above_the_merge_bound_goes_alone() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (go, go_rx) = oneshot::channel();
+    let nsqd = nsqd_answering_ok(listener, go_rx, 3);
+    let config = ProducerConfig::default().merge_publishes(Some(100));
+    let producer = Producer::new(addr.to_string(), config).unwrap();
+    let t = Topic::new("t").unwrap();
+    let big = "x".repeat(200);
+    let publishes = publishes_of(&producer, &t, &["a", "b", big.as_str(), "c", "d"]);
+    go.send(()).unwrap();
+    for answer in futures::future::join_all(publishes).await {
+        answer.unwrap();
+    }
+    let mpub = |bodies: &[&str]| Command::Mpub {
+        topic: t.clone(),
+        bodies: bodies.iter().map(|b| body(b)).collect(),
+    };
+    assert_eq!(
+        nsqd.await.unwrap(),
+        vec![
+            mpub(&["a", "b"]),
+            Command::Pub {
+                topic: t.clone(),
+                body: body(&big)
+            },
+            mpub(&["c", "d"]),
+        ]
+    );
+}
