@@ -25,6 +25,10 @@
 //! themselves and report no CPU time. `scripts/install-peers.sh` builds all these peers; one
 //! that is missing is skipped with a message.
 //!
+//! In the awaited scenario, `nsq-producer-client --mode raw-awaited` gives the floor: one
+//! blocking socket that writes each PUB and reads its answer, with no runtime and no client
+//! around it. It is shown, with its ratio to the best peer, but is no peer itself.
+//!
 //! Scenarios (100-byte bodies by default):
 //!
 //! * `PUB awaited`: one caller awaits each publish (latency-bound);
@@ -141,6 +145,8 @@ enum Client {
     TokioNsq,
     BenchWriter,
     BenchReader,
+    /// A blocking socket writing each PUB and reading its answer: the floor of awaited PUB.
+    RawAwaited,
 }
 
 impl Client {
@@ -152,6 +158,7 @@ impl Client {
             Client::TokioNsq => "tokio-nsq 0.14.0",
             Client::BenchWriter => "nsq bench_writer",
             Client::BenchReader => "nsq bench_reader",
+            Client::RawAwaited => "blocking socket, no client (floor)",
         }
     }
 
@@ -162,6 +169,7 @@ impl Client {
             Client::BenchWriter => Some("mpub"),
             Client::BenchReader => Some("consume"),
             Client::OursUnmerged => Some("pipelined"),
+            Client::RawAwaited => Some("awaited"),
             Client::Ours | Client::GoNsq | Client::TokioNsq => None,
         }
     }
@@ -175,12 +183,17 @@ impl Client {
             Client::TokioNsq => "tokio-nsq",
             Client::BenchWriter => "bench_writer",
             Client::BenchReader => "bench_reader",
+            Client::RawAwaited => "raw",
         }
     }
 
-    /// Whether it is nsq-client (in any configuration), so not a peer of nsq-client.
-    fn is_ours(self) -> bool {
-        matches!(self, Client::Ours | Client::OursUnmerged)
+    /// Whether nsq-client is compared with it: not nsq-client itself (in any configuration)
+    /// and not the floor, which is no client.
+    fn is_peer(self) -> bool {
+        !matches!(
+            self,
+            Client::Ours | Client::OursUnmerged | Client::RawAwaited
+        )
     }
 
     /// How many messages a consume run of this client starts with: bench_reader stops on time,
@@ -296,6 +309,7 @@ impl Programs {
         let mut found = BTreeMap::new();
         let ours = ours()?;
         found.insert(Client::OursUnmerged, ours.clone());
+        found.insert(Client::RawAwaited, ours.clone());
         found.insert(Client::Ours, ours);
         for (client, var) in [
             (Client::GoNsq, "NSQ_GO_BENCH"),
@@ -586,6 +600,11 @@ impl Bench {
                 if client == Client::OursUnmerged {
                     args.extend(["--merge".to_owned(), "off".to_owned()]);
                 }
+                if client == Client::RawAwaited {
+                    if let Some(mode) = args.iter().position(|a| a == "--mode") {
+                        args[mode + 1] = "raw-awaited".to_owned();
+                    }
+                }
                 let report = run_client(program, &args)?;
                 let messages = report["messages"]
                     .as_u64()
@@ -787,7 +806,7 @@ fn main() -> ExitCode {
                 (client, rate.unwrap_or(0.0), cpu)
             })
             .collect();
-        let peers = rows.iter().filter(|r| !r.0.is_ours());
+        let peers = rows.iter().filter(|r| r.0.is_peer());
         let best_rate = peers.clone().map(|r| r.1).fold(0.0, f64::max);
         let best_cpu = peers.filter_map(|r| r.2).fold(f64::INFINITY, f64::min);
         for (client, rate, cpu) in &rows {

@@ -4,7 +4,7 @@
 //! (`tests/peers/rust/tokio-nsq-bench`):
 //!
 //! ```text
-//! nsq-producer-client --nsqd HOST:PORT --topic T --mode awaited|pipelined|mpub|consume
+//! nsq-producer-client --nsqd HOST:PORT --topic T --mode awaited|pipelined|mpub|consume|raw-awaited
 //!                     --callers N --batch K --count M --size B [--window W] [--channel C]
 //!                     [--merge on|off]
 //! ```
@@ -13,6 +13,8 @@
 //! * pipelined: N tasks, each runs its `publish` calls through `buffer_unordered(W)`, so up to
 //!   W are outstanding and every call still resolves with its own answer;
 //! * mpub: the same with `multi_publish` of K bodies;
+//! * raw-awaited: not nsq-client but the floor of `awaited`: one blocking socket writing each
+//!   PUB and reading its answer (one caller; `--callers` is ignored);
 //! * consume: nsq-client's `Consumer` on T/C with max_in_flight 2500 (as the go-nsq and
 //!   tokio-nsq programs), finishing every message, until M messages arrived.
 //!
@@ -98,7 +100,7 @@ fn parse_args() -> Result<Opts, String> {
     }
     if !matches!(
         o.mode.as_str(),
-        "awaited" | "pipelined" | "mpub" | "consume"
+        "awaited" | "pipelined" | "mpub" | "consume" | "raw-awaited"
     ) {
         return Err(format!("unsupported --mode {:?}", o.mode));
     }
@@ -184,9 +186,40 @@ async fn consume(o: &Opts) -> Result<usize, String> {
     Ok(taken)
 }
 
+/// The floor of the awaited load: a blocking socket that writes each PUB and reads its
+/// answer, with no runtime, no timeout and no connection handshake beyond the magic (nsqd
+/// needs no IDENTIFY). No client can await publishes one by one faster than this.
+fn raw_awaited(o: &Opts) -> Result<usize, String> {
+    use std::io::{Read, Write};
+    let io = |e: std::io::Error| e.to_string();
+    let mut socket = std::net::TcpStream::connect(&o.nsqd).map_err(io)?;
+    socket.set_nodelay(true).map_err(io)?;
+    socket.write_all(b"  V2").map_err(io)?;
+    let mut cmd = format!("PUB {}\n", o.topic).into_bytes();
+    cmd.extend_from_slice(
+        &u32::try_from(o.size)
+            .map_err(|e| e.to_string())?
+            .to_be_bytes(),
+    );
+    cmd.resize(cmd.len() + o.size, b'x');
+    // An OK frame: size 6, frame type 0, "OK".
+    let mut answer = [0u8; 10];
+    for _ in 0..o.count {
+        socket.write_all(&cmd).map_err(io)?;
+        socket.read_exact(&mut answer).map_err(io)?;
+        if answer != *b"\0\0\0\x06\0\0\0\0OK" {
+            return Err(format!("nsqd answered {answer:?}"));
+        }
+    }
+    Ok(o.count)
+}
+
 async fn run(o: &Opts) -> Result<usize, String> {
     if o.mode == "consume" {
         return consume(o).await;
+    }
+    if o.mode == "raw-awaited" {
+        return raw_awaited(o);
     }
     let config = if o.merge {
         ProducerConfig::default()
