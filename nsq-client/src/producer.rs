@@ -3,10 +3,10 @@
 //! One task per producer owns the connection. Callers queue requests to it; it writes every
 //! request it has at hand in one write (so one connection is not bound by round trips),
 //! merging neighbouring publishes to one topic into one MPUB (see
-//! [`ProducerConfig::merge_publishes`]), and remembers each in order. nsqd answers commands in order, so a reader task matches each
-//! `OK` or `E_*` to the oldest request. A request whose caller has gone (timed out or dropped)
-//! before it was written is never sent; one already written has its answer read and dropped,
-//! so the connection stays in step.
+//! [`ProducerConfig::merge_publishes`]), and remembers each in order. nsqd answers commands
+//! in order, so a reader task matches each `OK` or `E_*` to the oldest request. A request
+//! whose caller has gone (timed out or dropped) before it was written is never sent; one
+//! already written has its answer read and dropped, so the connection stays in step.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
