@@ -431,6 +431,11 @@ impl Producer {
         let (respond, answer) = oneshot::channel();
         let timeout = self.shared.config.publish_timeout;
         let deadline = timeout.map(|t| Instant::now() + t);
+        // A timeout hands no body back: a request already queued may still be written.
+        let timed_out = || {
+            let after = timeout.unwrap_or_default();
+            PublishError::new(PublishErrorKind::Timeout(after), addr, Vec::new())
+        };
         let tx = self.sender();
         // Queued at once when there is room; only a full queue makes the caller wait (and
         // arms a timer for it).
@@ -442,15 +447,8 @@ impl Producer {
                 match deadline {
                     Some(at) => match tokio::time::timeout_at(at, send).await {
                         Ok(queued) => queued,
-                        Err(_) => {
-                            // The queue stayed full until the deadline; nothing was sent.
-                            let after = timeout.unwrap_or_default();
-                            return Err(PublishError::new(
-                                PublishErrorKind::Timeout(after),
-                                addr,
-                                Vec::new(),
-                            ));
-                        }
+                        // The queue stayed full until the deadline; nothing was sent.
+                        Err(_) => return Err(timed_out()),
                     },
                     None => send.await,
                 }
@@ -466,14 +464,7 @@ impl Producer {
         let answer = match deadline {
             Some(at) => match tokio::time::timeout_at(at, answer).await {
                 Ok(answer) => answer,
-                Err(_) => {
-                    let after = timeout.unwrap_or_default();
-                    return Err(PublishError::new(
-                        PublishErrorKind::Timeout(after),
-                        addr,
-                        Vec::new(),
-                    ));
-                }
+                Err(_) => return Err(timed_out()),
             },
             None => answer.await,
         };

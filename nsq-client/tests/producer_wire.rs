@@ -1,5 +1,7 @@
 //! The producer against a scripted nsqd on a raw socket: what reaches the wire, exactly.
 
+mod scripted;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::task::Context;
@@ -10,13 +12,9 @@ use futures::{SinkExt, StreamExt};
 use nsq_client::proto::Topic;
 use nsq_client::{Producer, ProducerConfig, PublishError, PublishErrorKind};
 use nsq_proto::{Command, ErrorCode, Frame, Response, ServerCodec, ServerError};
-use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio_util::codec::Framed;
-
-/// nsqd 1.3.0's IDENTIFY answer with its defaults.
-const IDENTIFY_ANSWER: &str = r#"{"max_rdy_count":2500,"version":"1.3.0","max_msg_timeout":900000,"msg_timeout":60000,"tls_v1":false,"deflate":false,"deflate_level":6,"max_deflate_level":6,"snappy":false,"sample_rate":0,"auth_required":false,"output_buffer_size":16384,"output_buffer_timeout":250}"#;
 
 type Publish = Pin<Box<dyn Future<Output = Result<(), PublishError>> + Send>>;
 
@@ -37,21 +35,9 @@ async fn accept_producer(
     listener: &TcpListener,
     go: oneshot::Receiver<()>,
 ) -> Framed<TcpStream, ServerCodec> {
-    let (mut socket, _) = listener.accept().await.unwrap();
-    let mut magic = [0u8; 4];
-    socket.read_exact(&mut magic).await.unwrap();
-    let mut framed = Framed::new(socket, ServerCodec::new());
-    match framed.next().await.unwrap().unwrap() {
-        Command::Identify(_) => {}
-        other => panic!("expected IDENTIFY, got {other:?}"),
-    }
+    let mut framed = scripted::accept_until_identify(listener).await;
     go.await.unwrap();
-    framed
-        .send(Frame::Response(Response::Data(Bytes::from_static(
-            IDENTIFY_ANSWER.as_bytes(),
-        ))))
-        .await
-        .unwrap();
+    scripted::answer_identify(&mut framed).await;
     framed
 }
 

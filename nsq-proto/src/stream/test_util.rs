@@ -1,6 +1,32 @@
-//! Round-trip scenarios shared by the snappy and deflate tests.
+//! Round-trip scenarios shared by the snappy and deflate tests, and TLS test configs.
+
+#[cfg(feature = "tls")]
+use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
+
+/// A self-signed certificate for `host`, a server config serving it and a client config
+/// trusting it.
+#[cfg(feature = "tls")]
+pub(crate) fn tls_configs(host: &str) -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+    let cert = rcgen::generate_simple_self_signed(vec![host.to_string()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (Arc::new(server), Arc::new(client))
+}
 
 /// Deterministic test data: runs of text (compressible) mixed with noise (incompressible).
 pub(crate) fn sample_data(len: usize, seed: u64) -> Vec<u8> {

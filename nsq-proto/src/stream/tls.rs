@@ -170,27 +170,10 @@ where
 mod tests {
     use super::*;
     use crate::stream::Rewind;
-    use rustls::pki_types::PrivateKeyDer;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn configs(host: &str) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
-        let cert = rcgen::generate_simple_self_signed(vec![host.to_string()]).unwrap();
-        let key = PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let server = ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.cert.der().clone()], key)
-            .unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(cert.cert.der().clone()).unwrap();
-        let client = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        (Arc::new(server), Arc::new(client))
+        crate::stream::test_util::tls_configs(host)
     }
 
     fn name(host: &str) -> ServerName<'static> {

@@ -364,14 +364,14 @@ fn ours() -> Result<PathBuf, String> {
     }
 }
 
-/// Runs one client process; its JSON line, or why it failed.
-fn run_client(program: &PathBuf, args: &[String]) -> Result<serde_json::Value, String> {
+/// Runs `program` to its end; its stdout and stderr, or why it failed.
+fn run_program(program: &PathBuf, args: &[String]) -> Result<(String, String), String> {
     let out = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("{}: {e}", program.display()))?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     if !out.status.success() {
         return Err(format!(
             "{} {args:?}: {}: {stderr}",
@@ -379,7 +379,12 @@ fn run_client(program: &PathBuf, args: &[String]) -> Result<serde_json::Value, S
             out.status
         ));
     }
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    Ok((String::from_utf8_lossy(&out.stdout).into_owned(), stderr))
+}
+
+/// Runs one client process; its JSON line, or why it failed.
+fn run_client(program: &PathBuf, args: &[String]) -> Result<serde_json::Value, String> {
+    let (stdout, _) = run_program(program, args)?;
     let line = stdout.lines().last().unwrap_or_default();
     serde_json::from_str(line)
         .map_err(|e| format!("{}: bad report {line:?}: {e}", program.display()))
@@ -439,19 +444,7 @@ fn go_duration_seconds(d: &str) -> Option<f64> {
 
 /// Runs bench_writer or bench_reader; its measure of the run, or why it failed.
 fn run_nsq_bench(program: &PathBuf, args: &[String]) -> Result<BenchLog, String> {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{}: {e}", program.display()))?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() {
-        return Err(format!(
-            "{} {args:?}: {}: {stderr}",
-            program.display(),
-            out.status
-        ));
-    }
+    let (_, stderr) = run_program(program, args)?;
     parse_bench_log(&stderr).ok_or_else(|| {
         format!(
             "{}: no `duration: ... ops/s` line in {stderr:?}",
