@@ -13,7 +13,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::{FutureExt, SinkExt, Stream, StreamExt};
-use nsq_proto::lookup::LookupResponse;
 use nsq_proto::{Channel, ClientCodec, Command, Frame, Response, Topic};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -1107,18 +1106,13 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// One lookupd's producers for `topic`, as `host:port`. A 404 (topic not produced yet) is
-/// no producers, not an error.
 async fn lookup(
     http: &reqwest::Client,
     lookupd: &str,
     topic: &Topic,
-) -> Result<Vec<String>, String> {
-    let answer: Option<LookupResponse> =
-        crate::lookupd::get(http, lookupd, "lookup", &[("topic", topic.as_str())]).await?;
-    Ok(answer
-        .map(|a| a.producers.iter().map(crate::lookupd::tcp_addr).collect())
-        .unwrap_or_default())
+) -> Result<Vec<String>, crate::LookupdError> {
+    let producers = crate::lookupd::lookup(http, lookupd, topic).await?;
+    Ok(producers.iter().map(crate::lookupd::tcp_addr).collect())
 }
 
 /// How long a closing connection keeps reading after CLOSE_WAIT for late messages.

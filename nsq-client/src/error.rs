@@ -1,5 +1,6 @@
 //! Errors, one type per family of operations, each with the nsqd address it concerns.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -82,6 +83,23 @@ pub enum ConnectError {
         /// The name.
         name: String,
     },
+    /// The TLS handshake failed (for example: nsqd's certificate is not trusted, or is not
+    /// for the name verified).
+    #[error("TLS handshake with nsqd at {addr} failed: {source}")]
+    Tls {
+        /// The nsqd address.
+        addr: String,
+        /// The cause; a certificate problem is a [`rustls::Error`] inside it.
+        source: std::io::Error,
+    },
+    /// nsqd refused SUB (`E_BAD_TOPIC`, `E_BAD_CHANNEL`, `E_UNAUTHORIZED`, `E_INVALID`...).
+    #[error("nsqd at {addr} refused SUB: {error}")]
+    Subscribe {
+        /// The nsqd address.
+        addr: String,
+        /// nsqd's error.
+        error: ServerError,
+    },
 }
 
 impl ConnectError {
@@ -101,7 +119,7 @@ impl ConnectError {
         }
     }
 
-    /// nsqd's error, when it refused the handshake.
+    /// nsqd's error, when it refused the handshake or SUB.
     ///
     /// ```
     /// # let err = nsq_client::ConnectError::AuthRequired { addr: "h:4150".into() };
@@ -109,9 +127,190 @@ impl ConnectError {
     /// ```
     pub fn server_error(&self) -> Option<&ServerError> {
         match self {
-            ConnectError::Refused { error, .. } => Some(error),
+            ConnectError::Refused { error, .. } | ConnectError::Subscribe { error, .. } => {
+                Some(error)
+            }
             _ => None,
         }
+    }
+
+    /// The nsqd address the attempt went to.
+    ///
+    /// ```
+    /// let err = nsq_client::ConnectError::AuthRequired { addr: "h:4150".into() };
+    /// assert_eq!(err.addr(), "h:4150");
+    /// ```
+    pub fn addr(&self) -> &str {
+        match self {
+            ConnectError::Io { addr, .. }
+            | ConnectError::Timeout { addr, .. }
+            | ConnectError::HttpPort { addr }
+            | ConnectError::Refused { addr, .. }
+            | ConnectError::Protocol { addr, .. }
+            | ConnectError::AuthRequired { addr }
+            | ConnectError::FeatureRefused { addr, .. }
+            | ConnectError::Tls { addr, .. }
+            | ConnectError::Subscribe { addr, .. } => addr,
+            ConnectError::ServerName { name } => name,
+        }
+    }
+
+    /// Whether trying again cannot succeed without a change of configuration or of nsqd:
+    /// an HTTP port given for the TCP port, AUTH required with no secret or refused
+    /// (`E_AUTH_FAILED`, `E_UNAUTHORIZED`), TLS or compression not agreed, an untrusted
+    /// certificate, an invalid server name, or a refusal such as `E_BAD_TOPIC` or
+    /// `E_INVALID` (for example a TLS-required nsqd asked to SUB without TLS). Refused
+    /// connections, timeouts and resets are transient: the consumer keeps retrying them.
+    ///
+    /// ```
+    /// use nsq_client::ConnectError;
+    /// let auth = ConnectError::AuthRequired { addr: "h:4150".into() };
+    /// assert!(auth.is_permanent());
+    /// let timeout = ConnectError::Timeout { addr: "h:4150".into(), after: std::time::Duration::from_secs(1) };
+    /// assert!(!timeout.is_permanent());
+    /// ```
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            ConnectError::Io { .. } | ConnectError::Timeout { .. } => false,
+            ConnectError::HttpPort { .. }
+            | ConnectError::AuthRequired { .. }
+            | ConnectError::FeatureRefused { .. }
+            | ConnectError::ServerName { .. }
+            | ConnectError::Protocol { .. } => true,
+            ConnectError::Tls { source, .. } => source
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>()),
+            ConnectError::Refused { error, .. } | ConnectError::Subscribe { error, .. } => {
+                permanent_refusal(&error.code)
+            }
+        }
+    }
+}
+
+/// Whether nsqd refusing a handshake step or SUB with `code` will refuse it again.
+fn permanent_refusal(code: &ErrorCode) -> bool {
+    !matches!(
+        code,
+        // nsqd exiting, or an auth server that could not be reached: worth retrying.
+        ErrorCode::SubFailed | ErrorCode::AuthError | ErrorCode::IdentifyFailed
+    )
+}
+
+/// Why an established connection to nsqd ended.
+///
+/// ```
+/// use nsq_client::DisconnectReason;
+/// let why = DisconnectReason::ReadTimeout(std::time::Duration::from_secs(60));
+/// assert_eq!(why.to_string(), "nothing from nsqd for 60s");
+/// ```
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// Closed by this side, as asked (a stop, or the nsqd no longer wanted).
+    #[error("closed")]
+    Closed,
+    /// nsqd closed the connection.
+    #[error("nsqd closed the connection")]
+    ClosedByPeer,
+    /// Nothing arrived from nsqd for two heartbeat intervals: the connection is presumed dead.
+    #[error("nothing from nsqd for {0:?}")]
+    ReadTimeout(Duration),
+    /// A write to nsqd did not complete within the write timeout.
+    #[error("a write to nsqd did not complete within {0:?}")]
+    WriteTimeout(Duration),
+    /// Reading or writing the socket failed.
+    #[error("i/o error: {0}")]
+    Io(#[source] Arc<std::io::Error>),
+    /// nsqd sent something that is not the NSQ protocol (or a frame above the size limit).
+    #[error("protocol error: {0}")]
+    Protocol(#[source] Arc<ProtocolError>),
+    /// nsqd sent a fatal error, after which it closes the connection.
+    #[error("nsqd sent {0}")]
+    Server(ServerError),
+    /// nsqd sent a frame that has no place on this connection.
+    #[error("unexpected frame from nsqd: {0}")]
+    UnexpectedFrame(&'static str),
+    /// The graceful stop's timeout passed with messages still in flight; nsqd redelivers them
+    /// after its message timeout.
+    #[error("{0} messages still in flight at the shutdown timeout")]
+    ShutdownTimeout(u32),
+}
+
+impl From<ProtocolError> for DisconnectReason {
+    fn from(e: ProtocolError) -> Self {
+        match e {
+            ProtocolError::Io(io) => DisconnectReason::Io(Arc::new(io)),
+            other => DisconnectReason::Protocol(Arc::new(other)),
+        }
+    }
+}
+
+impl From<std::io::Error> for DisconnectReason {
+    fn from(e: std::io::Error) -> Self {
+        DisconnectReason::Io(Arc::new(e))
+    }
+}
+
+/// A failed nsqlookupd query.
+///
+/// ```
+/// # fn show(err: &nsq_client::LookupdError) {
+/// eprintln!("{} failed: {err}", err.url());
+/// # }
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LookupdError {
+    /// The address is not `host:port` or an `http(s)://` URL.
+    #[error("invalid nsqlookupd address {url:?}: {why}")]
+    Address {
+        /// The address as given.
+        url: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// The request failed: connection refused, timeout, TLS...
+    #[error("{url}: {source}")]
+    Request {
+        /// The URL asked.
+        url: String,
+        /// The cause.
+        source: reqwest::Error,
+    },
+    /// nsqlookupd answered with an error status, or with a body that is not its JSON.
+    #[error("{url}: {source}")]
+    Response {
+        /// The URL asked.
+        url: String,
+        /// The cause.
+        source: nsq_proto::lookup::ApiError,
+    },
+}
+
+impl LookupdError {
+    /// The URL that was asked (or the address that could not become one).
+    ///
+    /// ```
+    /// let err = nsq_client::LookupdError::Address { url: "::".into(), why: "no port" };
+    /// assert_eq!(err.url(), "::");
+    /// ```
+    pub fn url(&self) -> &str {
+        match self {
+            LookupdError::Address { url, .. }
+            | LookupdError::Request { url, .. }
+            | LookupdError::Response { url, .. } => url,
+        }
+    }
+
+    /// Whether the request timed out.
+    ///
+    /// ```
+    /// # fn show(err: &nsq_client::LookupdError) {
+    /// if err.is_timeout() { /* raise lookupd_poll_timeout? */ }
+    /// # }
+    /// ```
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, LookupdError::Request { source, .. } if source.is_timeout())
     }
 }
 

@@ -46,7 +46,9 @@ mod rdy;
 
 pub use config::{Compression, ConnectionConfig, TlsConfig};
 pub use consumer::{Consumer, ConsumerBuilder, ConsumerConfig, ConsumerStats, StopHandle};
-pub use error::{ConfigError, ConnectError, PublishError, PublishErrorKind};
+pub use error::{
+    ConfigError, ConnectError, DisconnectReason, LookupdError, PublishError, PublishErrorKind,
+};
 pub use message::{AckError, Message};
 pub use pool::{ProducerPool, Strategy};
 pub use producer::{Producer, ProducerConfig};

@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use nsq_proto::lookup::NodesResponse;
 use nsq_proto::Topic;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -163,11 +162,11 @@ impl ProducerPool {
         if poll_interval.is_zero() {
             return Err(ConfigError::new("poll_interval must be above zero"));
         }
+        let http =
+            crate::lookupd::http_client(Duration::from_secs(5), config.connection.tls.as_ref())
+                .map_err(|e| ConfigError::new(format!("HTTP client: {e}")))?;
         let pool = Self::empty(config, strategy)?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| ConfigError::new(format!("HTTP client: {e}")))?;
+
         let first = discover(&http, &lookupds).await;
         if first.is_empty() {
             return Err(ConfigError::new(format!(
@@ -444,13 +443,8 @@ impl ProducerPool {
 async fn discover(http: &reqwest::Client, lookupds: &[String]) -> Vec<String> {
     let mut found = std::collections::BTreeSet::new();
     for lookupd in lookupds {
-        match crate::lookupd::get::<NodesResponse>(http, lookupd, "nodes", &[]).await {
-            Ok(nodes) => found.extend(
-                nodes
-                    .into_iter()
-                    .flat_map(|n| n.producers)
-                    .map(|node| crate::lookupd::tcp_addr(&node.producer)),
-            ),
+        match crate::lookupd::nodes(http, lookupd).await {
+            Ok(nodes) => found.extend(nodes.iter().map(crate::lookupd::tcp_addr)),
             Err(err) => tracing::warn!(%lookupd, %err, "nsqlookupd /nodes failed"),
         }
     }
