@@ -7,6 +7,16 @@ use std::time::Duration;
 
 pub use nsq_proto::Compression;
 
+/// The default largest message body accepted from nsqd.
+const DEFAULT_MAX_MESSAGE_SIZE: usize = 5 * 1024 * 1024;
+
+/// The read deadline without heartbeats: far enough to be never, near enough that adding it
+/// to an `Instant` cannot overflow.
+const NO_READ_DEADLINE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// What a message frame holds besides the body: size, frame type, timestamp, attempts, id.
+const FRAME_OVERHEAD: usize = 4 + 4 + 8 + 2 + 16;
+
 /// TLS for connections to nsqd: a rustls client configuration (roots, client certificate)
 /// and the name to verify, when it is not the host connected to.
 ///
@@ -92,7 +102,7 @@ pub struct ConnectionConfig {
     pub(crate) client_id: String,
     pub(crate) hostname: String,
     pub(crate) user_agent: String,
-    pub(crate) heartbeat_interval: Duration,
+    pub(crate) heartbeat_interval: Option<Duration>,
     pub(crate) msg_timeout: Option<Duration>,
     pub(crate) output_buffer: Option<(u32, Duration)>,
     pub(crate) sample_rate: u8,
@@ -102,6 +112,8 @@ pub struct ConnectionConfig {
     pub(crate) dial_timeout: Duration,
     pub(crate) write_timeout: Duration,
     pub(crate) max_frame_size: usize,
+    pub(crate) local_addr: Option<std::net::SocketAddr>,
+    pub(crate) topology: Option<(String, String)>,
 }
 
 impl Default for ConnectionConfig {
@@ -111,7 +123,7 @@ impl Default for ConnectionConfig {
             client_id: hostname.split('.').next().unwrap_or_default().to_owned(),
             hostname,
             user_agent: format!("nsq-client/{}", env!("CARGO_PKG_VERSION")),
-            heartbeat_interval: Duration::from_secs(30),
+            heartbeat_interval: Some(Duration::from_secs(30)),
             msg_timeout: None,
             output_buffer: Some((16 * 1024, Duration::from_millis(250))),
             sample_rate: 0,
@@ -120,7 +132,9 @@ impl Default for ConnectionConfig {
             auth_secret: None,
             dial_timeout: Duration::from_secs(1),
             write_timeout: Duration::from_secs(1),
-            max_frame_size: 5 * 1024 * 1024 + 1024,
+            max_frame_size: DEFAULT_MAX_MESSAGE_SIZE + FRAME_OVERHEAD,
+            local_addr: None,
+            topology: None,
         }
     }
 }
@@ -143,6 +157,9 @@ impl fmt::Debug for ConnectionConfig {
             )
             .field("dial_timeout", &self.dial_timeout)
             .field("write_timeout", &self.write_timeout)
+            .field("max_frame_size", &self.max_frame_size)
+            .field("local_addr", &self.local_addr)
+            .field("topology", &self.topology)
             .finish()
     }
 }
@@ -181,26 +198,47 @@ impl ConnectionConfig {
         self
     }
 
-    /// How often nsqd sends heartbeats (default 30 s); the connection is considered dead
-    /// after two intervals without a byte from nsqd.
+    /// How often nsqd sends heartbeats (default 30 s, 1 s to 60 s); the connection is
+    /// considered dead after two intervals without a byte from nsqd.
     ///
     /// ```
     /// let c = nsq_client::ConnectionConfig::default().heartbeat_interval(std::time::Duration::from_secs(10));
     /// # let _ = c;
     /// ```
     pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
-        self.heartbeat_interval = interval;
+        self.heartbeat_interval = Some(interval);
         self
     }
 
-    /// The heartbeat interval in force.
+    /// Asks nsqd for no heartbeats (IDENTIFY `heartbeat_interval: -1`, go-nsq's `-1`). For
+    /// producers only: nsqd refuses SUB without heartbeats, so a consumer's `build()` refuses
+    /// this. Without heartbeats there is no read deadline either: a dead peer is noticed only
+    /// when a write fails or a publish times out.
+    ///
+    /// ```
+    /// let c = nsq_client::ConnectionConfig::default().disable_heartbeats();
+    /// assert_eq!(c.heartbeat_interval_value(), None);
+    /// ```
+    pub fn disable_heartbeats(mut self) -> Self {
+        self.heartbeat_interval = None;
+        self
+    }
+
+    /// The heartbeat interval in force; `None` when heartbeats are disabled.
     ///
     /// ```
     /// let c = nsq_client::ConnectionConfig::default();
-    /// assert_eq!(c.heartbeat_interval_value(), std::time::Duration::from_secs(30));
+    /// assert_eq!(c.heartbeat_interval_value(), Some(std::time::Duration::from_secs(30)));
     /// ```
-    pub fn heartbeat_interval_value(&self) -> Duration {
+    pub fn heartbeat_interval_value(&self) -> Option<Duration> {
         self.heartbeat_interval
+    }
+
+    /// How long a connection may go without a byte from nsqd before it is presumed dead:
+    /// two heartbeat intervals, or (heartbeats disabled) a century, which is never.
+    pub(crate) fn read_deadline(&self) -> Duration {
+        self.heartbeat_interval
+            .map_or(NO_READ_DEADLINE, |i| i.saturating_mul(2))
     }
 
     /// The in-flight timeout nsqd applies to this connection's messages (default: nsqd's).
@@ -301,11 +339,54 @@ impl ConnectionConfig {
         self
     }
 
+    /// The largest message body accepted from nsqd (default 5 MiB, nsqd's default
+    /// `--max-msg-size` is 1 MiB); a larger frame ends the connection with a
+    /// [`DisconnectReason::Protocol`](crate::DisconnectReason::Protocol) error before anything
+    /// is allocated for it. go-nsq's `MaxMsgSize`.
+    ///
+    /// ```
+    /// let c = nsq_client::ConnectionConfig::default().max_message_size(16 * 1024 * 1024);
+    /// # let _ = c;
+    /// ```
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_frame_size = bytes.saturating_add(FRAME_OVERHEAD);
+        self
+    }
+
+    /// The local address to connect from (go-nsq's `LocalAddr`); port 0 lets the system pick.
+    ///
+    /// ```
+    /// let c = nsq_client::ConnectionConfig::default().local_addr("127.0.0.1:0".parse().unwrap());
+    /// # let _ = c;
+    /// ```
+    pub fn local_addr(mut self, addr: std::net::SocketAddr) -> Self {
+        self.local_addr = Some(addr);
+        self
+    }
+
+    /// IDENTIFY `topology_region` and `topology_zone`: where this client runs, so that an nsqd
+    /// with topology-aware consumption (nsq after 1.3.0) can prefer same-zone consumers. An nsqd
+    /// that does not know these fields ignores them.
+    ///
+    /// ```
+    /// let c = nsq_client::ConnectionConfig::default().topology("eu-west-1", "eu-west-1a");
+    /// # let _ = c;
+    /// ```
+    pub fn topology(mut self, region: impl Into<String>, zone: impl Into<String>) -> Self {
+        self.topology = Some((region.into(), zone.into()));
+        self
+    }
+
     /// Checks the values against the ranges nsqd accepts.
     pub(crate) fn validate(&self) -> Result<(), crate::ConfigError> {
         let bad = |what: &str, why: &str| Err(crate::ConfigError::new(format!("{what} {why}")));
-        if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&self.heartbeat_interval) {
-            return bad("heartbeat_interval", "must be between 1 s and 60 s");
+        if let Some(interval) = self.heartbeat_interval {
+            if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&interval) {
+                return bad("heartbeat_interval", "must be between 1 s and 60 s");
+            }
+        }
+        if self.max_frame_size <= FRAME_OVERHEAD {
+            return bad("max_message_size", "must be above zero");
         }
         if self.sample_rate > 99 {
             return bad("sample_rate", "must be between 0 and 99");
@@ -329,7 +410,7 @@ impl ConnectionConfig {
     pub(crate) fn identify(&self) -> nsq_proto::Identify {
         let mut identify =
             nsq_proto::Identify::new(&self.client_id, &self.hostname, &self.user_agent)
-                .with_heartbeat_interval(Some(self.heartbeat_interval))
+                .with_heartbeat_interval(self.heartbeat_interval)
                 .with_output_buffer(self.output_buffer);
         if let Some(timeout) = self.msg_timeout {
             identify = identify.with_msg_timeout(timeout);

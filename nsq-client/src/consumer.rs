@@ -1195,7 +1195,7 @@ impl ConnTask {
             default_requeue_delay: self.config.default_requeue_delay,
             max_requeue_delay: self.config.max_requeue_delay,
         });
-        let read_deadline = self.config.connection.heartbeat_interval * 2;
+        let read_deadline = self.config.connection.read_deadline();
         let mut last_read = Instant::now();
         // One timer for the read deadline, moved on only when it fires early.
         let read_timer = tokio::time::sleep_until(last_read + read_deadline);

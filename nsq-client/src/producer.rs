@@ -715,7 +715,7 @@ impl ConnTask {
         let reader_stop = CancellationToken::new();
         // Wakes the reader when the writer is done, so it can end once all is answered.
         let writer_done = Arc::new(Notify::new());
-        let read_deadline = self.config.connection.heartbeat_interval * 2;
+        let read_deadline = self.config.connection.read_deadline();
         let reader_task = tokio::spawn(
             read_answers(
                 reader,
