@@ -53,7 +53,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .lookupd(lookupd.http_addr().to_string())
         .config(config)
         .build()?;
-    let stop = consumer.stop_handle();
+    let stop = consumer.handle();
     let handled = Arc::new(AtomicUsize::new(0));
     let counter = handled.clone();
     let total = 3 * PER_BROKER;
@@ -68,7 +68,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
                     println!("handled {n} (this one from {from})");
                 }
                 if n == total {
-                    stop.stop();
+                    drop(stop.stop());
                 }
                 Ok(())
             }

@@ -94,7 +94,7 @@ impl fmt::Debug for TlsConfig {
 ///     .client_id("billing-7")
 ///     .heartbeat_interval(Duration::from_secs(10))
 ///     .compression(Compression::Snappy);
-/// assert_eq!(config.heartbeat_interval_value(), Duration::from_secs(10));
+/// assert_eq!(config.heartbeat_interval_value(), Some(Duration::from_secs(10)));
 /// ```
 #[derive(Clone)]
 #[non_exhaustive]

@@ -56,11 +56,10 @@ async fn handshake(addr: &str, config: &ConnectionConfig) -> Result<Connected, C
         addr: addr.to_owned(),
         source,
     };
-    let mut tcp = TcpStream::connect(addr).await.map_err(io_error)?;
-    let _ = tcp.set_nodelay(true);
-    tcp.write_all(&MAGIC_V2).await.map_err(io_error)?;
+    let mut io = dial(addr, config).await.map_err(io_error)?;
+    io.write_all(&MAGIC_V2).await.map_err(io_error)?;
     let codec = ClientCodec::new().with_max_frame_size(config.max_frame_size);
-    let mut framed = Framed::new(Box::new(tcp) as Transport, codec.clone());
+    let mut framed = Framed::new(io, codec.clone());
     framed
         .send(Command::Identify(Box::new(config.identify())))
         .await
@@ -90,7 +89,10 @@ async fn handshake(addr: &str, config: &ConnectionConfig) -> Result<Connected, C
         let io = rewound(framed);
         let stream = tls_connect(tls.config.clone(), name, io)
             .await
-            .map_err(io_error)?;
+            .map_err(|source| ConnectError::Tls {
+                addr: addr.to_owned(),
+                source,
+            })?;
         framed = Framed::new(Box::new(stream) as Transport, codec.clone());
         expect_ok(&mut framed, addr).await?;
     }
@@ -142,6 +144,66 @@ async fn handshake(addr: &str, config: &ConnectionConfig) -> Result<Connected, C
         identify,
         auth,
     })
+}
+
+/// Whether `addr` names a unix socket (`unix:/path`, or a path) rather than `host:port`.
+pub(crate) fn unix_path(addr: &str) -> Option<&str> {
+    if let Some(path) = addr.strip_prefix("unix:") {
+        Some(path)
+    } else if addr.starts_with('/') || addr.starts_with("./") {
+        Some(addr)
+    } else {
+        None
+    }
+}
+
+/// Opens the stream to `addr`: a unix socket for a path, else TCP (from the configured local
+/// address, when one is set), with Nagle off.
+async fn dial(addr: &str, config: &ConnectionConfig) -> std::io::Result<Transport> {
+    if let Some(path) = unix_path(addr) {
+        #[cfg(unix)]
+        return Ok(Box::new(tokio::net::UnixStream::connect(path).await?));
+        #[cfg(not(unix))]
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            format!("unix socket {path} on a platform without unix sockets"),
+        ));
+    }
+    let tcp = match config.local_addr {
+        None => TcpStream::connect(addr).await?,
+        Some(local) => {
+            let mut last = None;
+            let mut connected = None;
+            for remote in tokio::net::lookup_host(addr).await? {
+                if remote.is_ipv4() != local.is_ipv4() {
+                    continue;
+                }
+                let socket = if remote.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()?
+                } else {
+                    tokio::net::TcpSocket::new_v6()?
+                };
+                socket.bind(local)?;
+                match socket.connect(remote).await {
+                    Ok(tcp) => {
+                        connected = Some(tcp);
+                        break;
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            connected.ok_or_else(|| {
+                last.unwrap_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::AddrNotAvailable,
+                        format!("no address of {addr} in the family of local address {local}"),
+                    )
+                })
+            })?
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    Ok(Box::new(tcp))
 }
 
 fn refused(addr: &str, feature: &'static str) -> ConnectError {

@@ -39,19 +39,22 @@ mod conn;
 mod consumer;
 mod error;
 mod lookupd;
-mod message;
 mod pool;
 mod producer;
-mod rdy;
 
 pub use config::{Compression, ConnectionConfig, TlsConfig};
-pub use consumer::{Consumer, ConsumerBuilder, ConsumerConfig, ConsumerStats, StopHandle};
+pub use consumer::{
+    AckError, BackoffStrategy, ConnectedError, Consumer, ConsumerBuilder, ConsumerConfig,
+    ConsumerEvent, ConsumerFailure, ConsumerHandle, ConsumerStats, Events, Handler, HandlerError,
+    Message,
+};
 pub use error::{
     ConfigError, ConnectError, DisconnectReason, LookupdError, PublishError, PublishErrorKind,
 };
-pub use message::{AckError, Message};
 pub use pool::{ProducerPool, Strategy};
 pub use producer::{Producer, ProducerConfig};
 
 /// The NSQ wire protocol ([`nsq_proto`]).
 pub use nsq_proto as proto;
+/// The names every user needs, from [`nsq_proto`].
+pub use nsq_proto::{Channel, MessageId, ServerError, Topic};

@@ -71,12 +71,12 @@ async fn a_message_that_keeps_failing_is_given_up_after_max_attempts() {
         })
         .build()
         .unwrap();
-    let stop = consumer.stop_handle();
+    let stop = consumer.handle();
     let handled = Arc::new(AtomicU32::new(0));
     let calls = handled.clone();
     let watcher = tokio::spawn(async move {
         gave_up.notified().await;
-        stop.stop();
+        drop(stop.stop());
     });
     tokio::time::timeout(
         Duration::from_secs(10),

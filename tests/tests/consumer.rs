@@ -464,7 +464,7 @@ async fn restart_mid_stream(kind: BrokerKind) {
     until_connected(&mut consumer, BROKERS, what).await;
 
     // The consumer takes and finishes messages in its own task, throughout.
-    let stop = consumer.stop_handle();
+    let stop = consumer.handle();
     let received: Arc<Mutex<HashMap<Bytes, usize>>> = Arc::default();
     let consuming = tokio::spawn({
         let received = received.clone();
@@ -587,7 +587,7 @@ async fn restart_mid_stream(kind: BrokerKind) {
         "{what}: {} acknowledged, {distinct} distinct received, {duplicates} redelivered",
         acknowledged.len()
     );
-    stop.stop();
+    drop(stop.stop());
     tokio::time::timeout(WAIT, consuming)
         .await
         .expect("the stream ends after the stop")
@@ -651,7 +651,7 @@ async fn graceful_stop_of_run(kind: BrokerKind) {
     let Some((brokers, consumer)) = loaded(kind, &what).await else {
         return;
     };
-    let stop = consumer.stop_handle();
+    let stop = consumer.handle();
     let handled = Arc::new(AtomicUsize::new(0));
     let blocked = Arc::new(AtomicUsize::new(0));
     let gate = Arc::new(Semaphore::new(0));
@@ -688,7 +688,7 @@ async fn graceful_stop_of_run(kind: BrokerKind) {
         },
     )
     .await;
-    stop.stop();
+    drop(stop.stop());
     gate.add_permits(STOP_BROKERS * STOP_PER_BROKER);
     tokio::time::timeout(WAIT, running)
         .await

@@ -69,17 +69,35 @@ pub enum AckError {
 /// ```
 #[must_use = "a Message must be finished or requeued (dropping it requeues it)"]
 pub struct Message {
+    delivery: Arc<Delivery>,
+}
+
+/// One delivery of a message. [`Consumer::run`](crate::Consumer::run) keeps a second handle to
+/// it while the handler works, to answer for the handler by its result; the delivery is
+/// requeued when the last handle goes without an answer.
+struct Delivery {
     inner: nsq_proto::Message,
     link: Arc<ConnLink>,
     answered: AtomicBool,
+    auto_response_disabled: AtomicBool,
 }
 
 impl Message {
     pub(crate) fn new(inner: nsq_proto::Message, link: Arc<ConnLink>) -> Self {
         Self {
-            inner,
-            link,
-            answered: AtomicBool::new(false),
+            delivery: Arc::new(Delivery {
+                inner,
+                link,
+                answered: AtomicBool::new(false),
+                auto_response_disabled: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// A second handle to this delivery, for the handler runner.
+    pub(crate) fn share(&self) -> Message {
+        Message {
+            delivery: self.delivery.clone(),
         }
     }
 
@@ -91,7 +109,7 @@ impl Message {
     /// # }
     /// ```
     pub fn id(&self) -> MessageId {
-        self.inner.id
+        self.delivery.inner.id
     }
 
     /// How many times nsqd has delivered it, this delivery included.
@@ -102,7 +120,7 @@ impl Message {
     /// # }
     /// ```
     pub fn attempts(&self) -> u16 {
-        self.inner.attempts
+        self.delivery.inner.attempts
     }
 
     /// When it was published, in nanoseconds since the Unix epoch.
@@ -114,7 +132,7 @@ impl Message {
     /// # }
     /// ```
     pub fn timestamp(&self) -> i64 {
-        self.inner.timestamp
+        self.delivery.inner.timestamp
     }
 
     /// The body, a view of the connection's read buffer (no copy).
@@ -126,7 +144,7 @@ impl Message {
     /// # }
     /// ```
     pub fn body(&self) -> &Bytes {
-        &self.inner.body
+        &self.delivery.inner.body
     }
 
     /// The nsqd that delivered it (`host:port`).
@@ -137,18 +155,61 @@ impl Message {
     /// # }
     /// ```
     pub fn nsqd_addr(&self) -> &str {
-        &self.link.nsqd
+        &self.delivery.link.nsqd
+    }
+
+    /// Whether the message was finished or requeued.
+    ///
+    /// ```
+    /// # fn show(msg: nsq_client::Message) {
+    /// assert!(!msg.is_answered());
+    /// # let _ = msg.finish();
+    /// # }
+    /// ```
+    pub fn is_answered(&self) -> bool {
+        self.delivery.answered.load(Ordering::Acquire)
+    }
+
+    /// Under [`Consumer::run`](crate::Consumer::run): the handler answers this message itself,
+    /// now or later (go-nsq's `DisableAutoResponse`), so its result does not finish or requeue
+    /// it. The handler may keep the message past its return (to answer it in a batch, say);
+    /// once every handle to it is dropped unanswered, it is requeued. Has no effect on messages
+    /// taken from the stream, which are always answered by hand.
+    ///
+    /// ```
+    /// # async fn handle(msg: nsq_client::Message, batch: &mut Vec<nsq_client::Message>) {
+    /// msg.disable_auto_response();
+    /// batch.push(msg); // finished later, with the rest of the batch
+    /// # }
+    /// ```
+    pub fn disable_auto_response(&self) {
+        self.delivery
+            .auto_response_disabled
+            .store(true, Ordering::Release);
+    }
+
+    /// Whether [`disable_auto_response`](Self::disable_auto_response) was called.
+    ///
+    /// ```
+    /// # fn show(msg: &nsq_client::Message) {
+    /// msg.disable_auto_response();
+    /// assert!(msg.is_auto_response_disabled());
+    /// # }
+    /// ```
+    pub fn is_auto_response_disabled(&self) -> bool {
+        self.delivery.auto_response_disabled.load(Ordering::Acquire)
     }
 
     fn send(&self, ack: Ack) -> Result<(), AckError> {
-        let id = self.inner.id;
-        if ack != Ack::Touch && self.answered.swap(true, Ordering::AcqRel) {
+        let id = self.delivery.inner.id;
+        if ack != Ack::Touch && self.delivery.answered.swap(true, Ordering::AcqRel) {
             return Err(AckError::AlreadyAnswered(id));
         }
-        if ack == Ack::Touch && self.answered.load(Ordering::Acquire) {
+        if ack == Ack::Touch && self.delivery.answered.load(Ordering::Acquire) {
             return Err(AckError::AlreadyAnswered(id));
         }
-        self.link
+        self.delivery
+            .link
             .acks
             .send(AckCommand { id, ack })
             .map_err(|_| AckError::ConnectionClosed(id))
@@ -156,10 +217,11 @@ impl Message {
 
     /// The default requeue delay for this delivery: go-nsq's `min(delay × attempts, max)`.
     fn default_delay(&self) -> Duration {
-        self.link
+        self.delivery
+            .link
             .default_requeue_delay
-            .saturating_mul(u32::from(self.inner.attempts.max(1)))
-            .min(self.link.max_requeue_delay)
+            .saturating_mul(u32::from(self.delivery.inner.attempts.max(1)))
+            .min(self.delivery.link.max_requeue_delay)
     }
 
     /// Tells nsqd the message is done (FIN).
@@ -236,17 +298,17 @@ impl Message {
 impl std::fmt::Debug for Message {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Message")
-            .field("id", &self.inner.id)
-            .field("attempts", &self.inner.attempts)
-            .field("timestamp", &self.inner.timestamp)
-            .field("body_len", &self.inner.body.len())
-            .field("nsqd", &self.link.nsqd)
-            .field("answered", &self.answered.load(Ordering::Relaxed))
+            .field("id", &self.delivery.inner.id)
+            .field("attempts", &self.delivery.inner.attempts)
+            .field("timestamp", &self.delivery.inner.timestamp)
+            .field("body_len", &self.delivery.inner.body.len())
+            .field("nsqd", &self.delivery.link.nsqd)
+            .field("answered", &self.is_answered())
             .finish()
     }
 }
 
-impl Drop for Message {
+impl Drop for Delivery {
     fn drop(&mut self) {
         if !self.answered.swap(true, Ordering::AcqRel) {
             // Unanswered: requeue now rather than wait out nsqd's timeout. Not a failure.
@@ -262,10 +324,10 @@ impl Drop for Message {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn message(attempts: u16) -> (Message, mpsc::UnboundedReceiver<AckCommand>) {
+    pub(crate) fn message(attempts: u16) -> (Message, mpsc::UnboundedReceiver<AckCommand>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let inner = nsq_proto::Message {
             timestamp: 0,

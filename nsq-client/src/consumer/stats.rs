@@ -1,0 +1,90 @@
+//! What a consumer counts, and the snapshot of its connections that `stats()` reads.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crate::consumer::rdy::Outcome;
+
+/// What the consumer's counters say.
+///
+/// ```
+/// # fn show(consumer: &nsq_client::Consumer) {
+/// let stats = consumer.stats();
+/// println!("{} received, {} finished", stats.received, stats.finished);
+/// # }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConsumerStats {
+    /// Messages delivered.
+    pub received: u64,
+    /// Messages finished.
+    pub finished: u64,
+    /// Messages requeued.
+    pub requeued: u64,
+    /// Messages given up on after `max_attempts` (and finished); counted in `finished` too.
+    pub given_up: u64,
+    /// Open nsqd connections.
+    pub connections: usize,
+    /// Per connection: nsqd address, RDY and messages in flight.
+    pub per_connection: Vec<(String, u32, u32)>,
+    /// The sum of every connection's RDY (never above max_in_flight).
+    pub total_rdy: u32,
+    /// The backoff level; 0 when not backing off.
+    pub backoff_level: u32,
+    /// Whether some connection is close to its RDY (go-nsq's `IsStarved`).
+    pub starved: bool,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) received: AtomicU64,
+    pub(crate) finished: AtomicU64,
+    pub(crate) requeued: AtomicU64,
+    pub(crate) given_up: AtomicU64,
+    pub(crate) snapshot: Mutex<Snapshot>,
+}
+
+impl Counters {
+    pub(crate) fn count_done(&self, outcome: Outcome, count: u32) {
+        let counter = match outcome {
+            Outcome::Finished => &self.finished,
+            Outcome::Requeued { .. } => &self.requeued,
+        };
+        counter.fetch_add(u64::from(count), Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Snapshot {
+    pub(crate) per_connection: Vec<(String, u32, u32)>,
+    pub(crate) total_rdy: u32,
+    pub(crate) backoff_level: u32,
+    pub(crate) starved: bool,
+}
+
+impl Counters {
+    /// The counters and the latest snapshot, as the user sees them.
+    pub(crate) fn stats(&self) -> ConsumerStats {
+        let snapshot = self
+            .snapshot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        ConsumerStats {
+            received: self.received.load(Ordering::Relaxed),
+            finished: self.finished.load(Ordering::Relaxed),
+            requeued: self.requeued.load(Ordering::Relaxed),
+            given_up: self.given_up.load(Ordering::Relaxed),
+            connections: snapshot.per_connection.len(),
+            per_connection: snapshot.per_connection,
+            total_rdy: snapshot.total_rdy,
+            backoff_level: snapshot.backoff_level,
+            starved: snapshot.starved,
+        }
+    }
+
+    pub(crate) fn set_snapshot(&self, snapshot: Snapshot) {
+        *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
+    }
+}
