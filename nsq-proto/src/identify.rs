@@ -6,6 +6,10 @@
 //! setters take [`Duration`]s. [`ServerOptions::negotiate`] is nsqd 1.3.0's
 //! validation and reply (`nsqd/client_v2.go` `Identify`, `protocol_v2.go` `IDENTIFY`)
 //! as a pure function, and [`IdentifyResponse`] is the reply a client reads.
+//!
+//! Both also carry nsq master's topology hints (`topology_region`, `topology_zone`; unreleased
+//! after 1.3.0), left out of the JSON when unset so that a conversation with nsqd 1.3.0 is
+//! byte for byte what it was.
 
 use std::time::Duration;
 
@@ -89,6 +93,21 @@ pub struct Identify {
     /// Milliseconds before nsqd requeues an unanswered message: `0` keeps the server's default.
     #[serde(deserialize_with = "null_as_default")]
     pub msg_timeout: i64,
+    /// The client's region, for topology-aware consumption (nsq after 1.3.0: an nsqd started
+    /// with `--enable-experiment=topology-aware-consumption` prefers same-region consumers).
+    /// Omitted from the JSON when empty, so requests to nsqd 1.3.0 stay as they were.
+    #[serde(
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub topology_region: String,
+    /// The client's zone within its region (see [`Identify::topology_region`]); omitted when
+    /// empty.
+    #[serde(
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub topology_zone: String,
 }
 
 impl Identify {
@@ -159,6 +178,29 @@ impl Identify {
         self.msg_timeout = millis(timeout);
         self
     }
+
+    /// Sets where the client runs, for nsqd's topology-aware consumption (nsq after 1.3.0):
+    /// such an nsqd sends its in-memory messages to consumers in its own zone first, then its
+    /// own region, then anyone. nsqd 1.3.0 ignores both. An empty string leaves a field out
+    /// of the request.
+    ///
+    /// ```
+    /// use nsq_proto::Identify;
+    ///
+    /// let id = Identify::new("worker-1", "host-a", "my-app/1.0").with_topology("eu-west-1", "eu-west-1b");
+    /// let json = serde_json::to_value(&id)?;
+    /// assert_eq!(json["topology_region"], "eu-west-1");
+    /// assert_eq!(json["topology_zone"], "eu-west-1b");
+    /// // Without it, the request carries neither field.
+    /// let plain = serde_json::to_value(Identify::new("worker-1", "host-a", "my-app/1.0"))?;
+    /// assert!(plain.get("topology_region").is_none() && plain.get("topology_zone").is_none());
+    /// # Ok::<(), serde_json::Error>(())
+    /// ```
+    pub fn with_topology(mut self, region: impl Into<String>, zone: impl Into<String>) -> Self {
+        self.topology_region = region.into();
+        self.topology_zone = zone.into();
+        self
+    }
 }
 
 /// The JSON reply to IDENTIFY when `feature_negotiation` was asked for, in nsqd
@@ -205,6 +247,20 @@ pub struct IdentifyResponse {
     pub output_buffer_size: i64,
     /// The output buffer timeout in force, in milliseconds.
     pub output_buffer_timeout: i64,
+    /// The server's own region (nsqd's `--topology-region`). `None` from servers that do
+    /// not report it (nsqd 1.3.0); nsq master reports it, empty when unset. Left out of the
+    /// JSON when `None`.
+    #[serde(
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub topology_region: Option<String>,
+    /// The server's own zone (nsqd's `--topology-zone`), as [`IdentifyResponse::topology_region`].
+    #[serde(
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub topology_zone: Option<String>,
 }
 
 impl Default for IdentifyResponse {
@@ -223,6 +279,8 @@ impl Default for IdentifyResponse {
             auth_required: false,
             output_buffer_size: 0,
             output_buffer_timeout: 0,
+            topology_region: None,
+            topology_zone: None,
         }
     }
 }
@@ -358,6 +416,12 @@ pub struct ServerOptions {
     pub max_deflate_level: u32,
     /// Whether AUTH is required (`--auth-http-address` given).
     pub auth_required: bool,
+    /// `--topology-region` (nsq after 1.3.0). When it and [`ServerOptions::topology_zone`]
+    /// are both empty (the default) the reply is nsqd 1.3.0's, without topology fields;
+    /// otherwise it carries both, as nsq master's does.
+    pub topology_region: String,
+    /// `--topology-zone` (nsq after 1.3.0); see [`ServerOptions::topology_region`].
+    pub topology_zone: String,
 }
 
 impl Default for ServerOptions {
@@ -379,6 +443,8 @@ impl Default for ServerOptions {
             deflate: true,
             max_deflate_level: 6,
             auth_required: false,
+            topology_region: String::new(),
+            topology_zone: String::new(),
         }
     }
 }
@@ -496,6 +562,7 @@ impl ServerOptions {
             ));
         }
 
+        let topology = !self.topology_region.is_empty() || !self.topology_zone.is_empty();
         negotiated.tls = tls;
         negotiated.compression = if snappy {
             Compression::Snappy
@@ -520,6 +587,8 @@ impl ServerOptions {
             auth_required: self.auth_required,
             output_buffer_size: i64::from(output_buffer_size),
             output_buffer_timeout: output_buffer_timeout.map_or(0, ms),
+            topology_region: topology.then(|| self.topology_region.clone()),
+            topology_zone: topology.then(|| self.topology_zone.clone()),
         });
         Ok(negotiated)
     }
@@ -585,6 +654,71 @@ mod tests {
         assert!(!bare.feature_negotiation);
         assert_eq!(bare, Identify::default());
         assert!(serde_json::from_str::<Identify>(r#"{"heartbeat_interval":1.5}"#).is_err());
+    }
+
+    #[test]
+    fn topology_fields_are_sent_only_when_set() {
+        let keys = |id: &Identify| {
+            let json = serde_json::to_value(id).unwrap();
+            (
+                json.get("topology_region").cloned(),
+                json.get("topology_zone").cloned(),
+            )
+        };
+        let plain = Identify::new("c", "h", "ua/1");
+        assert_eq!(
+            keys(&plain),
+            (None, None),
+            "a 1.3.0 request stays as it was"
+        );
+        let both = plain.clone().with_topology("eu", "eu-1b");
+        assert_eq!(keys(&both), (Some("eu".into()), Some("eu-1b".into())));
+        let region_only = plain.with_topology("eu", "");
+        assert_eq!(keys(&region_only), (Some("eu".into()), None));
+
+        // The server reads them (and null or absent as empty), as nsq master's nsqd does.
+        let read: Identify =
+            serde_json::from_str(r#"{"topology_region":"eu","topology_zone":null}"#).unwrap();
+        assert_eq!(
+            (read.topology_region.as_str(), read.topology_zone.as_str()),
+            ("eu", "")
+        );
+        let sent: Identify = serde_json::from_value(serde_json::to_value(&both).unwrap()).unwrap();
+        assert_eq!(sent, both);
+    }
+
+    #[test]
+    fn a_server_with_a_topology_reports_it_after_nsqd_1_3_0_fields() {
+        let opts = ServerOptions {
+            topology_region: "eu".to_owned(),
+            ..ServerOptions::default()
+        };
+        let reply = opts
+            .negotiate(&Identify::new("", "", ""))
+            .unwrap()
+            .response
+            .unwrap();
+        assert_eq!(reply.topology_region.as_deref(), Some("eu"));
+        assert_eq!(reply.topology_zone.as_deref(), Some(""));
+        let json = serde_json::to_string(&reply).unwrap();
+        assert!(
+            json.ends_with(
+                r#""output_buffer_timeout":250,"topology_region":"eu","topology_zone":""}"#
+            ),
+            "{json}"
+        );
+
+        // nsqd 1.3.0's reply has neither; nsq master's has both.
+        let old = IdentifyResponse::parse(br#"{"max_rdy_count":2500}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!((old.topology_region, old.topology_zone), (None, None));
+        let master =
+            IdentifyResponse::parse(br#"{"topology_region":"us","topology_zone":"us-2a"}"#)
+                .unwrap()
+                .unwrap();
+        assert_eq!(master.topology_region.as_deref(), Some("us"));
+        assert_eq!(master.topology_zone.as_deref(), Some("us-2a"));
     }
 
     #[test]

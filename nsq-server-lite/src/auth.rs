@@ -118,7 +118,9 @@ pub struct AuthState {
     pub identity: String,
     /// A URL about that identity.
     pub identity_url: String,
-    /// How long the answer holds; the next check after it re-asks the service.
+    /// How long the answer holds; the next check after it re-asks the service. Any length is
+    /// taken: one that reaches past what the clock can represent (up to [`Duration::MAX`])
+    /// never expires.
     pub ttl: Duration,
     /// The grants.
     pub authorizations: Vec<Authorization>,
@@ -413,6 +415,26 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn the_largest_ttls_parse_without_overflow() {
+        let state = |ttl: &str| {
+            parse_state(format!(r#"{{"ttl":{ttl},"authorizations":[]}}"#).as_bytes())
+                .map(|state| state.ttl)
+        };
+        // i64::MAX seconds is the most nsqd's int64 field holds; it is kept whole (the
+        // connection saturates its expiry to never).
+        assert_eq!(
+            state(&i64::MAX.to_string()).unwrap(),
+            Duration::from_secs(i64::MAX.unsigned_abs())
+        );
+        // Beyond int64, nsqd's JSON decoding fails, and so does this one.
+        assert!(matches!(
+            state(&u64::MAX.to_string()),
+            Err(AuthError::Invalid(_))
+        ));
+        assert!(matches!(state("1e300"), Err(AuthError::Invalid(_))));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -36,6 +37,8 @@ pub enum TlsRequired {
 #[derive(Clone)]
 pub(crate) struct Options {
     pub(crate) tcp_address: SocketAddr,
+    /// When set, the TCP protocol listens on this unix socket instead of `tcp_address`.
+    pub(crate) tcp_unix_socket: Option<PathBuf>,
     pub(crate) http_address: SocketAddr,
     pub(crate) broadcast_address: String,
     pub(crate) lookupd_tcp_addresses: Vec<String>,
@@ -54,6 +57,7 @@ impl std::fmt::Debug for Options {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Options")
             .field("tcp_address", &self.tcp_address)
+            .field("tcp_unix_socket", &self.tcp_unix_socket)
             .field("http_address", &self.http_address)
             .field("broadcast_address", &self.broadcast_address)
             .field("lookupd_tcp_addresses", &self.lookupd_tcp_addresses)
@@ -72,6 +76,7 @@ impl Default for Options {
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
         Self {
             tcp_address: loopback,
+            tcp_unix_socket: None,
             http_address: loopback,
             broadcast_address: nsq_proto::identify::local_hostname(),
             lookupd_tcp_addresses: Vec::new(),
@@ -85,6 +90,14 @@ impl Default for Options {
             tls_required: TlsRequired::No,
             auth: None,
         }
+    }
+}
+
+impl Options {
+    /// Whether a topology region or zone is configured (nsq after 1.3.0); without one the
+    /// broker answers exactly as nsqd 1.3.0.
+    pub(crate) fn has_topology(&self) -> bool {
+        !self.server.topology_region.is_empty() || !self.server.topology_zone.is_empty()
     }
 }
 
@@ -140,6 +153,11 @@ impl Broker {
             self.opts.server.version.clone(),
         );
         info.hostname = nsq_proto::identify::local_hostname();
+        if self.opts.has_topology() {
+            // nsq master's nsqd registers its topology; nsqlookupd 1.3.0 ignores it.
+            info.topology_region = Some(self.opts.server.topology_region.clone());
+            info.topology_zone = Some(self.opts.server.topology_zone.clone());
+        }
         let weak = Arc::downgrade(self);
         let snapshot: Snapshot = Arc::new(move || {
             weak.upgrade()

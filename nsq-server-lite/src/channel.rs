@@ -19,7 +19,8 @@ use nsq_proto::{Channel as ChannelName, Message, MessageId, Topic as TopicName};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::client::{ClientInfo, Outbound};
+use crate::client::ClientInfo;
+use crate::conn::Outbound;
 use crate::stats::{ChannelStats, ClientStats};
 
 /// Why FIN, REQ or TOUCH failed; the text is nsqd's.

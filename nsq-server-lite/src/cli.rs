@@ -90,6 +90,50 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(total).map_err(|err| format!("invalid duration {text:?}: {err}"))
 }
 
+/// Where a listener listens, as nsqd 1.3.0 reads `--tcp-address`: `ip:port`, or a unix
+/// socket's path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddress {
+    /// A TCP address.
+    Tcp(std::net::SocketAddr),
+    /// A unix socket at this path.
+    Unix(std::path::PathBuf),
+}
+
+/// Reads a listening address the way nsqd 1.3.0 tells them apart: text that has the form
+/// `host:port` is a TCP address (here the host must be an IP address), anything else is the
+/// path of a unix socket.
+///
+/// ```
+/// use nsq_server_lite::cli::{parse_listen_address, ListenAddress};
+///
+/// assert_eq!(parse_listen_address("127.0.0.1:4150"), Ok(ListenAddress::Tcp(([127, 0, 0, 1], 4150).into())));
+/// assert_eq!(parse_listen_address("/run/nsqd.sock"), Ok(ListenAddress::Unix("/run/nsqd.sock".into())));
+/// assert!(parse_listen_address("localhost:4150").is_err(), "a host name is not an address");
+/// ```
+///
+/// # Errors
+///
+/// When the text has the form `host:port` but is not an IP address and port.
+pub fn parse_listen_address(text: &str) -> Result<ListenAddress, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(ListenAddress::Tcp(addr));
+    }
+    // Go's net.SplitHostPort: a last colon with a port after it, and a host that has no
+    // colon of its own unless bracketed.
+    let host_port = text.rsplit_once(':').is_some_and(|(host, port)| {
+        !port.contains('/')
+            && !host.contains('/')
+            && (!host.contains(':') || (host.starts_with('[') && host.ends_with(']')))
+    });
+    if host_port || text.is_empty() {
+        return Err(format!(
+            "invalid address {text:?}: want ip:port or the path of a unix socket"
+        ));
+    }
+    Ok(ListenAddress::Unix(text.into()))
+}
+
 /// nsq's `--log-level` values.
 ///
 /// ```
@@ -125,15 +169,16 @@ pub fn init_logging(level: tracing::Level) {
 
 /// Prints the "TCP: listening on" and "HTTP: listening on" lines the Go binaries print
 /// (whatever the log level, for scripts that wait on them), then waits for a stop signal.
+/// `tcp` is an address, or the path of a unix socket.
 ///
 /// ```no_run
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let addr = "127.0.0.1:4150".parse().unwrap();
+/// let addr: std::net::SocketAddr = "127.0.0.1:4150".parse().unwrap();
 /// nsq_server_lite::cli::announce_and_wait(addr, addr).await;
 /// # }
 /// ```
-pub async fn announce_and_wait(tcp: std::net::SocketAddr, http: std::net::SocketAddr) {
+pub async fn announce_and_wait(tcp: impl std::fmt::Display, http: impl std::fmt::Display) {
     eprintln!("TCP: listening on {tcp}");
     eprintln!("HTTP: listening on {http}");
     wait_for_signal().await;
@@ -176,6 +221,26 @@ mod tests {
         let err = args(&["x", "-config=x.cfg"]).unwrap_err();
         assert!(err.contains("--config"), "{err}");
         assert!(args(&["x", "--config", "y"]).is_err());
+    }
+
+    #[test]
+    fn listen_addresses_tell_tcp_from_unix_like_nsqd() {
+        let tcp = |text: &str| match parse_listen_address(text) {
+            Ok(ListenAddress::Tcp(addr)) => addr,
+            other => panic!("{text}: {other:?}"),
+        };
+        assert_eq!(tcp("0.0.0.0:4150").port(), 4150);
+        assert_eq!(tcp("[::1]:0").port(), 0);
+        for path in ["/tmp/nsqd.sock", "nsqd.sock", "./a:b/c.sock", "/tmp/x:1/s"] {
+            assert_eq!(
+                parse_listen_address(path),
+                Ok(ListenAddress::Unix(path.into())),
+                "{path}"
+            );
+        }
+        for bad in ["", "localhost:4150", "host:", ":4150x", "[::1]:port"] {
+            assert!(parse_listen_address(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

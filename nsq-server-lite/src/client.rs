@@ -1,16 +1,9 @@
-//! What the broker knows about one TCP connection, shared by its tasks, its channel and `/stats`.
+//! What the broker knows about one client connection, shared by its tasks, its channel and `/stats`.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, MutexGuard};
-
-use bytes::Bytes;
-use nsq_proto::{Response, ServerError};
-use tokio::io::WriteHalf;
-use tokio::sync::oneshot;
-
-use crate::conn::BoxedIo;
 
 /// nsqd's client states (`client_v2.go`), with its numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +20,9 @@ pub(crate) struct ClientMeta {
     pub(crate) client_id: String,
     pub(crate) hostname: String,
     pub(crate) user_agent: String,
+    /// IDENTIFY's topology hints (nsq after 1.3.0), empty when not given.
+    pub(crate) topology_region: String,
+    pub(crate) topology_zone: String,
     pub(crate) sample_rate: u8,
     pub(crate) deflate: bool,
     pub(crate) snappy: bool,
@@ -37,11 +33,50 @@ pub(crate) struct ClientMeta {
     pub(crate) pub_counts: BTreeMap<String, u64>,
 }
 
+/// Who is at the other end of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Peer {
+    /// A TCP client at this address.
+    Tcp(SocketAddr),
+    /// A client of the unix socket listener. Such peers are unnamed; Go shows their address
+    /// as `@`, and so does `/stats`.
+    #[cfg_attr(not(unix), allow(dead_code))]
+    Unix,
+}
+
+impl Peer {
+    /// The IP address the auth service is told: a unix socket peer is on this host.
+    pub(crate) fn ip(&self) -> IpAddr {
+        match self {
+            Peer::Tcp(addr) => addr.ip(),
+            Peer::Unix => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        }
+    }
+
+    /// nsqd's client ID and hostname before IDENTIFY: the host part of the remote address,
+    /// empty when it has none (a unix socket peer).
+    fn host(&self) -> String {
+        match self {
+            Peer::Tcp(addr) => addr.ip().to_string(),
+            Peer::Unix => String::new(),
+        }
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Peer::Tcp(addr) => addr.fmt(f),
+            Peer::Unix => f.write_str("@"),
+        }
+    }
+}
+
 /// One connection, as `/stats` and its channel see it.
 #[derive(Debug)]
 pub(crate) struct ClientInfo {
     pub(crate) id: u64,
-    pub(crate) remote_addr: SocketAddr,
+    pub(crate) remote: Peer,
     pub(crate) connect_ts: i64,
     pub(crate) message_count: AtomicU64,
     pub(crate) finish_count: AtomicU64,
@@ -50,12 +85,12 @@ pub(crate) struct ClientInfo {
 }
 
 impl ClientInfo {
-    pub(crate) fn new(id: u64, remote_addr: SocketAddr, connect_ts: i64) -> Self {
+    pub(crate) fn new(id: u64, remote: Peer, connect_ts: i64) -> Self {
         // nsqd's defaults before IDENTIFY: the client ID and hostname are the remote host.
-        let host = remote_addr.ip().to_string();
+        let host = remote.host();
         Self {
             id,
-            remote_addr,
+            remote,
             connect_ts,
             message_count: AtomicU64::new(0),
             finish_count: AtomicU64::new(0),
@@ -65,6 +100,8 @@ impl ClientInfo {
                 client_id: host.clone(),
                 hostname: host,
                 user_agent: String::new(),
+                topology_region: String::new(),
+                topology_zone: String::new(),
                 sample_rate: 0,
                 deflate: false,
                 snappy: false,
@@ -80,45 +117,4 @@ impl ClientInfo {
     pub(crate) fn meta(&self) -> MutexGuard<'_, ClientMeta> {
         self.meta.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-/// What a connection's writer is asked to send, in order.
-#[derive(Debug)]
-pub(crate) enum Outbound {
-    /// A response frame; flushed at once.
-    Response(Response),
-    /// An error frame; flushed at once.
-    Error(ServerError),
-    /// Encoded message frames, in order; buffered, flushed after the last when `flush` (the
-    /// client's window is now full), when the output buffer fills, or on the output buffer
-    /// timer.
-    Messages { frames: Bytes, flush: bool },
-    /// New heartbeat and buffering settings after IDENTIFY, optionally with a hand-over of the
-    /// write half so the reader can upgrade the stream (TLS, compression).
-    Reconfigure {
-        writer: WriterConfig,
-        handover: Option<Handover>,
-    },
-    /// Flush what is pending and close the connection.
-    Close,
-}
-
-/// The writer gives its half back on `give` and waits for the upgraded one on `take`.
-pub(crate) struct Handover {
-    pub(crate) give: oneshot::Sender<WriteHalf<BoxedIo>>,
-    pub(crate) take: oneshot::Receiver<WriteHalf<BoxedIo>>,
-}
-
-impl std::fmt::Debug for Handover {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Handover")
-    }
-}
-
-/// How a connection's writer buffers and beats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct WriterConfig {
-    pub(crate) heartbeat_interval: Option<std::time::Duration>,
-    pub(crate) output_buffer_size: usize,
-    pub(crate) output_buffer_timeout: Option<std::time::Duration>,
 }

@@ -145,18 +145,29 @@ async fn ping() -> Reply {
 
 async fn info(State(broker): State<Shared>) -> Reply {
     let opts = &broker.opts;
-    Reply::Json(serde_json::json!({
+    // nsqd 1.3.0 reports -1 when the TCP protocol listens on a unix socket.
+    let tcp_port = match opts.tcp_unix_socket {
+        Some(_) => -1,
+        None => i32::from(broker.tcp_addr.port()),
+    };
+    let mut info = serde_json::json!({
         "version": opts.server.version,
         "broadcast_address": opts.broadcast_address,
         "hostname": nsq_proto::identify::local_hostname(),
         "http_port": broker.http_addr.port(),
-        "tcp_port": broker.tcp_addr.port(),
+        "tcp_port": tcp_port,
         "start_time": broker.start_time,
         "max_heartbeat_interval": opts.server.max_heartbeat_interval.as_nanos() as u64,
         "max_output_buffer_size": opts.server.max_output_buffer_size,
         "max_output_buffer_timeout": opts.server.max_output_buffer_timeout.as_nanos() as u64,
         "max_deflate_level": opts.server.max_deflate_level,
-    }))
+    });
+    if opts.has_topology() {
+        // nsq master's fields; nsqd 1.3.0 has none.
+        info["topology_region"] = opts.server.topology_region.clone().into();
+        info["topology_zone"] = opts.server.topology_zone.clone().into();
+    }
+    Reply::Json(info)
 }
 
 /// Reads a body of at most `max` bytes; `None` when it is longer.

@@ -33,6 +33,7 @@ pub mod cli;
 mod client;
 mod conn;
 mod http;
+mod listener;
 mod lookup_peer;
 pub mod lookupd;
 mod server;

@@ -1,6 +1,7 @@
 //! Starting and stopping a broker: [`Nsqd`] and its builder.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{Authenticator, HttpAuth};
 use crate::broker::{Broker, Options, TlsRequired};
+use crate::listener::ProtocolListener;
 use crate::stats::Stats;
 
 /// Why a broker could not start.
@@ -22,6 +24,14 @@ pub enum StartError {
         what: &'static str,
         /// The address asked for.
         addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The unix socket could not be bound (it exists already, say, or its directory does not).
+    #[error("cannot listen on unix socket {}: {source}", path.display())]
+    BindUnix {
+        /// The socket path asked for.
+        path: PathBuf,
         /// The cause.
         source: std::io::Error,
     },
@@ -54,9 +64,40 @@ pub struct NsqdBuilder {
 }
 
 impl NsqdBuilder {
-    /// The TCP (protocol V2) address; default `127.0.0.1:0`, a free port.
+    /// The TCP (protocol V2) address; default `127.0.0.1:0`, a free port. Replaces a
+    /// [`NsqdBuilder::tcp_unix_socket`] given before.
     pub fn tcp_address(mut self, addr: SocketAddr) -> Self {
         self.opts.tcp_address = addr;
+        self.opts.tcp_unix_socket = None;
+        self
+    }
+
+    /// Serves the TCP protocol (V2) on a unix socket at `path` instead of a TCP port, as
+    /// nsqd 1.3.0 does when `--tcp-address` is a path. Replaces a
+    /// [`NsqdBuilder::tcp_address`] given before.
+    ///
+    /// The running broker names the path in [`Nsqd::unix_socket_path`]; it has no TCP
+    /// address then ([`Nsqd::tcp_addr`] is `0.0.0.0:0`), `/info` reports `tcp_port` -1, and
+    /// nsqlookupd is told TCP port 0. Starting fails if the file exists (as Go's
+    /// `net.Listen` does); the broker removes it when it stops. Clients of the socket show
+    /// as `@` in `/stats` and are reported to an auth service as `127.0.0.1`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let path = std::env::temp_dir().join(format!("nsqd-doc-{}.sock", std::process::id()));
+    /// let nsqd = nsq_server_lite::Nsqd::builder().tcp_unix_socket(&path).start().await?;
+    /// assert_eq!(nsqd.unix_socket_path(), Some(path.as_path()));
+    /// let stream = tokio::net::UnixStream::connect(&path).await?; // then "  V2", IDENTIFY, ...
+    /// # drop(stream);
+    /// nsqd.shutdown().await;
+    /// assert!(!path.exists());
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(unix)]
+    pub fn tcp_unix_socket(mut self, path: impl Into<PathBuf>) -> Self {
+        self.opts.tcp_unix_socket = Some(path.into());
         self
     }
 
@@ -204,11 +245,49 @@ impl NsqdBuilder {
         self.authenticator(Arc::new(HttpAuth::new(addresses)))
     }
 
+    /// The region this broker says it is in (nsq master's `--topology-region`, after 1.3.0);
+    /// default empty.
+    ///
+    /// With a region or a zone set, the IDENTIFY reply, `/info` and the registration with
+    /// nsqlookupd carry both, as nsq master's do; without, they are nsqd 1.3.0's. Clients'
+    /// own region and zone (from IDENTIFY) are recorded and shown in `/stats` either way.
+    /// Messages are not steered by topology here.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let nsqd = nsq_server_lite::Nsqd::builder()
+    ///     .topology_region("eu-west-1")
+    ///     .topology_zone("eu-west-1b")
+    ///     .start()
+    ///     .await?;
+    /// nsqd.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn topology_region(mut self, region: impl Into<String>) -> Self {
+        self.opts.server.topology_region = region.into();
+        self
+    }
+
+    /// The zone this broker says it is in (nsq master's `--topology-zone`); default empty.
+    /// See [`NsqdBuilder::topology_region`].
+    ///
+    /// ```
+    /// let builder = nsq_server_lite::Nsqd::builder().topology_zone("eu-west-1b");
+    /// # let _ = builder;
+    /// ```
+    pub fn topology_zone(mut self, zone: impl Into<String>) -> Self {
+        self.opts.server.topology_zone = zone.into();
+        self
+    }
+
     /// Binds the listeners and starts serving.
     ///
     /// # Errors
     ///
-    /// [`StartError::Bind`] when an address cannot be bound; [`StartError::Invalid`] when TLS
+    /// [`StartError::Bind`] when an address cannot be bound, [`StartError::BindUnix`] when
+    /// the unix socket cannot; [`StartError::Invalid`] when TLS
     /// is required but not configured.
     pub async fn start(self) -> Result<Nsqd, StartError> {
         let opts = self.opts;
@@ -217,13 +296,7 @@ impl NsqdBuilder {
                 "TLS is required but no TLS configuration was given".to_owned(),
             ));
         }
-        let tcp = TcpListener::bind(opts.tcp_address)
-            .await
-            .map_err(|source| StartError::Bind {
-                what: "TCP",
-                addr: opts.tcp_address,
-                source,
-            })?;
+        let tcp = ProtocolListener::bind(&opts).await?;
         let http = TcpListener::bind(opts.http_address)
             .await
             .map_err(|source| StartError::Bind {
@@ -231,11 +304,8 @@ impl NsqdBuilder {
                 addr: opts.http_address,
                 source,
             })?;
-        let tcp_addr = tcp.local_addr().map_err(|source| StartError::Bind {
-            what: "TCP",
-            addr: opts.tcp_address,
-            source,
-        })?;
+        let tcp_addr = tcp.tcp_addr(&opts)?;
+        let unix_socket = tcp.unix_socket_path().map(Path::to_path_buf);
         let http_addr = http.local_addr().map_err(|source| StartError::Bind {
             what: "HTTP",
             addr: opts.http_address,
@@ -244,34 +314,22 @@ impl NsqdBuilder {
         let broker = Arc::new(Broker::new(opts, tcp_addr, http_addr));
         let tasks = TaskTracker::new();
         broker.start_lookup();
-        tasks.spawn(accept_loop(broker.clone(), tcp, tasks.clone()));
+        tasks.spawn(tcp.accept_loop(broker.clone(), tasks.clone()));
         tasks.spawn(crate::http::serve(broker.clone(), http));
         tasks.spawn(scan_loop(broker.clone()));
-        tracing::info!(%tcp_addr, %http_addr, "nsq-server-lite listening");
+        match &unix_socket {
+            Some(path) => {
+                tracing::info!(unix_socket = %path.display(), %http_addr, "nsq-server-lite listening")
+            }
+            None => tracing::info!(%tcp_addr, %http_addr, "nsq-server-lite listening"),
+        }
         Ok(Nsqd {
             broker,
             tcp_addr,
+            unix_socket,
             http_addr,
             tasks,
         })
-    }
-}
-
-async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, tasks: TaskTracker) {
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, remote)) => {
-                    tasks.spawn(crate::conn::serve(broker.clone(), stream, remote));
-                }
-                Err(err) => {
-                    // Out of file descriptors and the like: nsqd logs and goes on too.
-                    tracing::warn!(%err, "accept failed");
-                    tokio::task::yield_now().await;
-                }
-            },
-            _ = broker.shutdown.cancelled() => return,
-        }
     }
 }
 
@@ -302,6 +360,7 @@ async fn scan_loop(broker: Arc<Broker>) {
 pub struct Nsqd {
     broker: Arc<Broker>,
     tcp_addr: SocketAddr,
+    unix_socket: Option<PathBuf>,
     http_addr: SocketAddr,
     tasks: TaskTracker,
 }
@@ -322,8 +381,28 @@ impl Nsqd {
     }
 
     /// The TCP (protocol V2) address clients connect to.
+    ///
+    /// A broker serving the protocol on a unix socket ([`NsqdBuilder::tcp_unix_socket`]) has
+    /// no TCP address: this is then the unspecified `0.0.0.0:0`, and
+    /// [`Nsqd::unix_socket_path`] says where to connect.
     pub fn tcp_addr(&self) -> SocketAddr {
         self.tcp_addr
+    }
+
+    /// The unix socket clients connect to for the TCP protocol (V2), when the broker serves
+    /// it on one ([`NsqdBuilder::tcp_unix_socket`]); `None` when it listens on
+    /// [`Nsqd::tcp_addr`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let nsqd = nsq_server_lite::Nsqd::start().await?;
+    /// assert_eq!(nsqd.unix_socket_path(), None);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn unix_socket_path(&self) -> Option<&Path> {
+        self.unix_socket.as_deref()
     }
 
     /// The HTTP API's address.

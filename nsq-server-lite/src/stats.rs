@@ -153,7 +153,7 @@ pub struct ClientStats {
     pub hostname: String,
     /// Protocol version, `V2`.
     pub version: String,
-    /// The peer's `ip:port`.
+    /// The peer's `ip:port` (`@` for a unix socket peer, as Go shows it).
     pub remote_address: String,
     /// nsqd's state number: 0 init, 2 connected... 3 subscribed, 4 closing.
     pub state: i32,
@@ -177,6 +177,13 @@ pub struct ClientStats {
     pub snappy: bool,
     /// IDENTIFY `user_agent`.
     pub user_agent: String,
+    /// IDENTIFY `topology_region` (nsq after 1.3.0); left out of the JSON when empty, as
+    /// nsqd 1.3.0 has no such field.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub topology_region: String,
+    /// IDENTIFY `topology_zone` (nsq after 1.3.0); left out of the JSON when empty.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub topology_zone: String,
     /// Whether AUTH succeeded.
     #[serde(skip_serializing_if = "is_false")]
     pub authed: bool,
@@ -222,7 +229,7 @@ impl ClientStats {
             client_id: meta.client_id.clone(),
             hostname: meta.hostname.clone(),
             version: "V2".to_owned(),
-            remote_address: info.remote_addr.to_string(),
+            remote_address: info.remote.to_string(),
             state: meta.state as i32,
             ready_count: i64::from(ready),
             in_flight_count: i64::from(in_flight),
@@ -234,6 +241,8 @@ impl ClientStats {
             deflate: meta.deflate,
             snappy: meta.snappy,
             user_agent: meta.user_agent.clone(),
+            topology_region: meta.topology_region.clone(),
+            topology_zone: meta.topology_zone.clone(),
             authed: meta.auth_identity.is_some(),
             auth_identity: meta.auth_identity.clone().unwrap_or_default(),
             auth_identity_url: meta.auth_identity_url.clone(),

@@ -10,8 +10,15 @@ use std::time::Duration;
 /// A child process killed on drop, with the addresses it said it listens on.
 struct Server {
     child: Child,
-    tcp: SocketAddr,
+    /// What follows "TCP: listening on": an address, or a unix socket's path.
+    tcp: String,
     http: SocketAddr,
+}
+
+impl Server {
+    fn tcp_addr(&self) -> SocketAddr {
+        self.tcp.parse().expect("TCP listens on ip:port")
+    }
 }
 
 impl Drop for Server {
@@ -43,12 +50,9 @@ fn start(bin: &str, args: &[&str]) -> Server {
         let line = rx
             .recv_timeout(Duration::from_secs(20))
             .expect("listening lines within 20 s");
-        let addr = |prefix: &str| {
-            line.strip_prefix(prefix)
-                .and_then(|a| a.trim().parse().ok())
-        };
-        tcp = tcp.or_else(|| addr("TCP: listening on "));
-        http = http.or_else(|| addr("HTTP: listening on "));
+        let after = |prefix: &str| line.strip_prefix(prefix).map(|a| a.trim().to_owned());
+        tcp = tcp.or_else(|| after("TCP: listening on "));
+        http = http.or_else(|| after("HTTP: listening on ").and_then(|a| a.parse().ok()));
     }
     Server {
         child,
@@ -85,7 +89,7 @@ fn nsqd_binary_registers_with_nsqlookupd_binary_and_takes_a_publish() {
         ],
     );
 
-    let mut conn = TcpStream::connect(nsqd.tcp).expect("connect TCP");
+    let mut conn = TcpStream::connect(nsqd.tcp_addr()).expect("connect TCP");
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     conn.write_all(b"  V2PUB bin_topic\n\x00\x00\x00\x02hi")
@@ -98,7 +102,7 @@ fn nsqd_binary_registers_with_nsqlookupd_binary_and_takes_a_publish() {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let answer = http_get(lookupd.http, "/lookup?topic=bin_topic");
-        if answer.contains(&format!("\"tcp_port\":{}", nsqd.tcp.port())) {
+        if answer.contains(&format!("\"tcp_port\":{}", nsqd.tcp_addr().port())) {
             break;
         }
         assert!(
@@ -123,4 +127,41 @@ fn nsqd_binary_refuses_flags_of_features_it_lacks() {
         stderr.contains("--data-path") && stderr.contains("not supported"),
         "{stderr}"
     );
+}
+
+#[cfg(unix)]
+#[test]
+fn nsqd_binary_serves_v2_on_a_unix_socket_when_tcp_address_is_a_path() {
+    use std::os::unix::net::UnixStream;
+
+    let path = std::env::temp_dir().join(format!("nsq-lite-bin-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let tcp_address = format!("-tcp-address={}", path.display());
+    let nsqd = start(
+        env!("CARGO_BIN_EXE_nsqd"),
+        &[
+            &tcp_address,
+            "-http-address=127.0.0.1:0",
+            "-topology-region=eu",
+            "-topology-zone=eu-1a",
+        ],
+    );
+    assert_eq!(nsqd.tcp, path.display().to_string(), "announces the socket");
+
+    let mut conn = UnixStream::connect(&path).expect("connect the unix socket");
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    conn.write_all(b"  V2PUB bin_unix\n\x00\x00\x00\x02hi")
+        .expect("write");
+    let mut reply = [0u8; 10];
+    conn.read_exact(&mut reply).expect("read OK frame");
+    assert_eq!(&reply, b"\x00\x00\x00\x06\x00\x00\x00\x00OK");
+
+    let info = http_get(nsqd.http, "/info");
+    assert!(info.contains("\"tcp_port\":-1"), "{info}");
+    assert!(info.contains("\"topology_region\":\"eu\""), "{info}");
+    assert!(info.contains("\"topology_zone\":\"eu-1a\""), "{info}");
+    drop(nsqd);
+    // Killed, the binary leaves its socket behind (as nsqd does on SIGKILL).
+    let _ = std::fs::remove_file(&path);
 }

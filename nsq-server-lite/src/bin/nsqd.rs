@@ -4,6 +4,7 @@
 //! booleans as `--flag` or `--flag=false`) for every feature it has, refuses the flags of
 //! features it lacks (disk queue, statsd, HTTPS, ...) with a message, prints "TCP: listening
 //! on ..." and "HTTP: listening on ..." on stderr as nsqd does, and stops on Ctrl-C or SIGTERM.
+//! A `--tcp-address` that is a path rather than `ip:port` is a unix socket, as in nsqd 1.3.0.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,7 +13,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use nsq_server_lite::cli::{
-    announce_and_wait, go_flag_syntax, init_logging, parse_go_duration, parse_log_level,
+    announce_and_wait, go_flag_syntax, init_logging, parse_go_duration, parse_listen_address,
+    parse_log_level, ListenAddress,
 };
 use nsq_server_lite::tls::{server_config, ClientAuth};
 use nsq_server_lite::{Nsqd, TlsRequired};
@@ -52,11 +54,11 @@ const UNSUPPORTED: &[&str] = &[
 #[derive(Debug, Parser)]
 #[command(name = "nsqd", disable_version_flag = true)]
 struct Args {
-    /// ADDR:PORT to listen on for TCP clients
-    #[arg(long, default_value = "0.0.0.0:4150")]
-    tcp_address: SocketAddr,
-    /// ADDR:PORT to listen on for HTTP clients
-    #[arg(long, default_value = "0.0.0.0:4151")]
+    /// ADDR:PORT, or the path of a unix socket, to listen on for TCP clients
+    #[arg(long, default_value = "0.0.0.0:4150", value_parser = parse_listen_address)]
+    tcp_address: ListenAddress,
+    /// ADDR:PORT to listen on for HTTP clients (a unix socket path is refused here)
+    #[arg(long, default_value = "0.0.0.0:4151", value_parser = parse_http_address)]
     http_address: SocketAddr,
     /// address registered with lookupd (default: the OS hostname)
     #[arg(long)]
@@ -128,6 +130,14 @@ struct Args {
     /// enable snappy feature negotiation (client compression)
     #[arg(long, num_args = 0..=1, require_equals = true, default_value = "true", default_missing_value = "true")]
     snappy: bool,
+    /// this nsqd's region, reported to clients and nsqlookupd (nsq after 1.3.0; messages are
+    /// not steered by it here)
+    #[arg(long, default_value = "")]
+    topology_region: String,
+    /// this nsqd's zone, reported to clients and nsqlookupd (nsq after 1.3.0; messages are
+    /// not steered by it here)
+    #[arg(long, default_value = "")]
+    topology_zone: String,
     /// log verbosity: debug, info, warn, error, or fatal
     #[arg(long, default_value = "info", value_parser = parse_log_level)]
     log_level: tracing::Level,
@@ -139,11 +149,32 @@ struct Args {
     version: bool,
 }
 
+/// `--http-address`: nsqd 1.3.0 also takes a unix socket path, this server does not.
+fn parse_http_address(text: &str) -> Result<SocketAddr, String> {
+    match parse_listen_address(text)? {
+        ListenAddress::Tcp(addr) => Ok(addr),
+        ListenAddress::Unix(_) => Err(format!(
+            "{text:?}: nsq-server-lite serves HTTP on ip:port only (unix sockets: --tcp-address)"
+        )),
+    }
+}
+
 impl Args {
     fn builder(&self) -> Result<nsq_server_lite::NsqdBuilder, String> {
-        let mut b = Nsqd::builder()
-            .tcp_address(self.tcp_address)
-            .http_address(self.http_address)
+        let mut b = Nsqd::builder().http_address(self.http_address);
+        b = match &self.tcp_address {
+            ListenAddress::Tcp(addr) => b.tcp_address(*addr),
+            #[cfg(unix)]
+            ListenAddress::Unix(path) => b.tcp_unix_socket(path.clone()),
+            #[cfg(not(unix))]
+            ListenAddress::Unix(path) => {
+                return Err(format!(
+                    "cannot listen on {}: unix sockets need a unix platform",
+                    path.display()
+                ))
+            }
+        };
+        let mut b = b
             .mem_queue_size(self.mem_queue_size)
             .msg_timeout(self.msg_timeout)
             .max_msg_timeout(self.max_msg_timeout)
@@ -158,7 +189,9 @@ impl Args {
             .max_channel_consumers(self.max_channel_consumers)
             .deflate(self.deflate)
             .max_deflate_level(self.max_deflate_level)
-            .snappy(self.snappy);
+            .snappy(self.snappy)
+            .topology_region(self.topology_region.clone())
+            .topology_zone(self.topology_zone.clone());
         if let Some(host) = &self.broadcast_address {
             b = b.broadcast_address(host.clone());
         }
@@ -229,7 +262,10 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    announce_and_wait(nsqd.tcp_addr(), nsqd.http_addr()).await;
+    match nsqd.unix_socket_path() {
+        Some(path) => announce_and_wait(path.display(), nsqd.http_addr()).await,
+        None => announce_and_wait(nsqd.tcp_addr(), nsqd.http_addr()).await,
+    }
     nsqd.shutdown().await;
     ExitCode::SUCCESS
 }
@@ -257,8 +293,15 @@ mod tests {
             "-snappy=false",
             "-deflate",
             "-tls-required=tcp-https",
+            "-topology-region=eu",
+            "--topology-zone",
+            "eu-1b",
         ])
         .unwrap();
+        assert_eq!(
+            (args.topology_region.as_str(), args.topology_zone.as_str()),
+            ("eu", "eu-1b")
+        );
         assert_eq!(args.lookupd_tcp_address, ["a:4160", "b:4160"]);
         assert_eq!(args.msg_timeout, Duration::from_secs(2));
         assert_eq!(args.max_rdy_count, 10);
@@ -267,6 +310,26 @@ mod tests {
         // TLS required without TLS files is refused before anything listens.
         let err = args.builder().unwrap().start().await.unwrap_err();
         assert!(err.to_string().contains("TLS"), "{err}");
+    }
+
+    #[test]
+    fn a_tcp_address_that_is_a_path_is_a_unix_socket() {
+        let args = parse(&["nsqd", "-tcp-address=/tmp/nsqd.sock"]).unwrap();
+        assert_eq!(
+            args.tcp_address,
+            ListenAddress::Unix("/tmp/nsqd.sock".into())
+        );
+        assert!(args.builder().is_ok() == cfg!(unix));
+        let args = parse(&["nsqd", "--tcp-address", "127.0.0.1:4150"]).unwrap();
+        assert_eq!(
+            args.tcp_address,
+            ListenAddress::Tcp(([127, 0, 0, 1], 4150).into())
+        );
+        let err = parse(&["nsqd", "-http-address=/tmp/nsqd-http.sock"])
+            .map(|_| ())
+            .unwrap_err();
+        assert!(err.contains("ip:port only"), "{err}");
+        assert!(parse(&["nsqd", "-tcp-address=localhost:4150"]).is_err());
     }
 
     #[test]
