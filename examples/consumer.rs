@@ -9,7 +9,7 @@
 //!
 //! Starts an nsqlookupd and three nsqd from nsq-server-lite, publishes to all three, then a
 //! `Consumer` that knows only the lookupd finds the brokers, splits its max_in_flight across
-//! them, and runs a handler on up to 8 messages at once. A handler that fails requeues its
+//! them, and runs a handler on up to 8 messages at once, printing the consumer's events. A handler that fails requeues its
 //! message (with backoff); one that succeeds finishes it. The stop is graceful: nothing is
 //! left in flight on any broker.
 
@@ -18,8 +18,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nsq_client::proto::{Channel, Topic};
-use nsq_client::{Consumer, ConsumerConfig, Message, Producer, ProducerConfig};
+use futures::StreamExt;
+use nsq_client::{
+    Channel, Consumer, ConsumerConfig, HandlerError, Message, Producer, ProducerConfig, Topic,
+};
 use nsq_server_lite::lookupd::Lookupd;
 use nsq_server_lite::Nsqd;
 
@@ -47,30 +49,44 @@ async fn main() -> Result<(), Box<dyn Error>> {
     println!("published {} messages to 3 brokers", 3 * PER_BROKER);
 
     let config = ConsumerConfig::default()
-        .max_in_flight(30)
+        .max_in_flight(30) // at least the handler concurrency below
         .lookupd_poll_interval(Duration::from_millis(500));
     let consumer = Consumer::builder(topic.clone(), Channel::new("counter")?)
         .lookupd(lookupd.http_addr().to_string())
         .config(config)
         .build()?;
-    let stop = consumer.handle();
+    // What happens to the connections, as values: print it.
+    let mut events = consumer.events();
+    tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            println!("event: {event}");
+        }
+    });
+    consumer.connected(Duration::from_secs(5)).await?;
+    let handle = consumer.handle();
     let handled = Arc::new(AtomicUsize::new(0));
     let counter = handled.clone();
     let total = 3 * PER_BROKER;
     consumer
-        .run(8, move |msg: &Message| {
-            let counter = counter.clone();
-            let stop = stop.clone();
-            let from = msg.nsqd_addr().to_owned();
+        .run(8, move |msg: Message| {
+            let (counter, handle) = (counter.clone(), handle.clone());
             async move {
+                let text = std::str::from_utf8(msg.body())?; // an error requeues, with backoff
                 let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
                 if n % 1_000 == 0 {
-                    println!("handled {n} (this one from {from})");
+                    let stats = handle.stats();
+                    println!(
+                        "handled {n} ({text:?} from {}); {} connections, RDY {}",
+                        msg.nsqd_addr(),
+                        stats.connections,
+                        stats.total_rdy
+                    );
                 }
                 if n == total {
-                    drop(stop.stop());
+                    // Starts the graceful stop; run returns once it is complete.
+                    drop(handle.stop());
                 }
-                Ok(())
+                Ok::<_, HandlerError>(()) // finishes the message
             }
         })
         .await;

@@ -425,6 +425,9 @@ impl ConnectionConfig {
             }
         }
         identify.sample_rate = i64::from(self.sample_rate);
+        if let Some((region, zone)) = &self.topology {
+            identify = identify.with_topology(region.clone(), zone.clone());
+        }
         identify
     }
 }

@@ -657,16 +657,20 @@ async fn graceful_stop_of_run(kind: BrokerKind) {
     let gate = Arc::new(Semaphore::new(0));
     let running = tokio::spawn({
         let (handled, blocked, gate) = (handled.clone(), blocked.clone(), gate.clone());
-        consumer.run(CONCURRENCY, move |_msg| {
-            let (handled, blocked, gate) = (handled.clone(), blocked.clone(), gate.clone());
-            async move {
-                if handled.fetch_add(1, Ordering::SeqCst) >= QUICK {
-                    blocked.fetch_add(1, Ordering::SeqCst);
-                    gate.acquire().await?.forget();
-                }
-                Ok(())
-            }
-        })
+        async move {
+            consumer
+                .run(CONCURRENCY, move |_msg: nsq_client::Message| {
+                    let (handled, blocked, gate) = (handled.clone(), blocked.clone(), gate.clone());
+                    async move {
+                        if handled.fetch_add(1, Ordering::SeqCst) >= QUICK {
+                            blocked.fetch_add(1, Ordering::SeqCst);
+                            gate.acquire().await?.forget();
+                        }
+                        Ok(())
+                    }
+                })
+                .await
+        }
     });
     let addrs = http_addrs(&brokers);
     // Every handler is stuck and the brokers have the whole budget in flight.
