@@ -485,3 +485,49 @@ impl PublishError {
         self.bodies.into_iter().next()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(code: ErrorCode) -> ConnectError {
+        ConnectError::Subscribe {
+            addr: "h:4150".into(),
+            error: ServerError::new(code, "x"),
+        }
+    }
+
+    #[test]
+    fn refusals_that_retrying_cannot_fix_are_permanent() {
+        assert!(refused(ErrorCode::BadTopic).is_permanent());
+        assert!(refused(ErrorCode::Unauthorized).is_permanent());
+        assert!(refused(ErrorCode::Invalid).is_permanent());
+        assert!(!refused(ErrorCode::SubFailed).is_permanent());
+        assert!(!refused(ErrorCode::AuthError).is_permanent());
+    }
+
+    #[test]
+    fn a_certificate_error_is_permanent_and_a_reset_during_tls_is_not() {
+        let certificate = ConnectError::Tls {
+            addr: "h:4150".into(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+            ),
+        };
+        assert!(certificate.is_permanent());
+        let reset = ConnectError::Tls {
+            addr: "h:4150".into(),
+            source: std::io::ErrorKind::ConnectionReset.into(),
+        };
+        assert!(!reset.is_permanent());
+    }
+
+    #[test]
+    fn the_source_chain_reaches_the_cause() {
+        use std::error::Error as _;
+        let why = DisconnectReason::from(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+        let source = why.source().expect("a source");
+        assert!(source.downcast_ref::<std::io::Error>().is_some());
+    }
+}

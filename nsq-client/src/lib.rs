@@ -6,16 +6,17 @@
 //! * [`Consumer`] consumes a channel from every nsqd that holds its topic (given directly or
 //!   found through nsqlookupd), splits its `max_in_flight` across them (rotating when it is
 //!   smaller than the number of nsqd, so none starves), backs off on failures, and stops
-//!   gracefully. Messages come as a [`futures::Stream`] or go to a handler
-//!   ([`Consumer::run`]).
+//!   gracefully. Messages come as a [`futures::Stream`] or go to a [`Handler`]
+//!   ([`Consumer::run`]); both take the same path, so `max_attempts`, the give-up hook and
+//!   auto-touch mean the same in each.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let nsqd = nsq_server_lite::Nsqd::start().await?;
 //! use futures::StreamExt;
-//! use nsq_client::proto::{Channel, Topic};
-//! use nsq_client::{Consumer, Producer, ProducerConfig};
+//! use nsq_client::{Channel, Consumer, Producer, ProducerConfig, Topic};
+//! use std::time::Duration;
 //!
 //! let topic = Topic::new("events")?;
 //! let producer = Producer::new(nsqd.tcp_addr().to_string(), ProducerConfig::default())?;
@@ -24,6 +25,7 @@
 //! let mut consumer = Consumer::builder(topic, Channel::new("archive")?)
 //!     .nsqd(nsqd.tcp_addr().to_string())
 //!     .build()?;
+//! consumer.connected(Duration::from_secs(5)).await?;
 //! let msg = consumer.next().await.expect("a message");
 //! assert_eq!(&msg.body()[..], b"hello");
 //! msg.finish()?;
@@ -31,6 +33,31 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Failures
+//!
+//! What the user can act on arrives as a typed value: [`Consumer::connected`] waits for a
+//! subscription and returns the last attempt's error ([`ConnectError`], [`LookupdError`]),
+//! early when a retry cannot help ([`ConnectError::is_permanent`]); [`Consumer::events`]
+//! streams [`ConsumerEvent`]s (connected, connect failed, disconnected with a
+//! [`DisconnectReason`], backoff entered and left, lookupd failed, nsqd listed and unlisted);
+//! a [`PublishError`] says what happened to a publish and hands its bodies back.
+//!
+//! # Logging
+//!
+//! The crate logs with [`tracing`]. Spans: `nsq_consumer{topic, channel}` around a
+//! consumer's supervisor, `nsqd{addr, conn}` around each of its connections, and
+//! `nsq_producer{addr}` around a producer's connection. Levels: `info` for connections made
+//! and lost, `warn` for failures (fields `error`, and `permanent` for connect errors),
+//! `debug` for protocol detail. To see them:
+//!
+//! ```no_run
+//! // tracing-subscriber, with its "env-filter" feature: connections and failures on stderr.
+//! tracing_subscriber::fmt().with_env_filter("nsq_client=info").init();
+//! ```
+//!
+//! With a `log` logger instead, enable `tracing`'s `log` feature: every event is then also a
+//! `log` record (target `nsq_client::...`).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 

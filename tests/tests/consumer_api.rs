@@ -792,3 +792,86 @@ async fn identity(kind: BrokerKind) {
     }
     consumer.stop().await;
 }
+
+/// Serves TLS on a free loopback port and forwards each connection, decrypted, to `backend`.
+async fn tls_terminator(certs: &TestCerts, backend: SocketAddr) -> SocketAddr {
+    let config = nsq_server_lite::tls::server_config(
+        &certs.server_cert,
+        &certs.server_key,
+        None,
+        nsq_server_lite::tls::ClientAuth::None,
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_lookupd_is_asked_with_the_connections_tls_configuration() {
+    let certs = TestCerts::generate();
+    let lookupd = nsq_server_lite::lookupd::Lookupd::builder()
+        .start()
+        .await
+        .unwrap();
+    let opts = BrokerOpts {
+        tls: Some(BrokerTls {
+            cert: certs.server_cert.clone(),
+            key: certs.server_key.clone(),
+            client_ca: None,
+        }),
+        lookupd_tcp: vec![lookupd.tcp_addr()],
+        ..BrokerOpts::default()
+    };
+    let broker = Broker::start(BrokerKind::Lite, &opts).await.unwrap();
+    broker.create_channel("secure", "c").await.unwrap();
+    eventually("lookupd lists the topic", WAIT, || async {
+        let answer = http::json(lookupd.http_addr(), "GET", "/lookup?topic=secure").await?;
+        match answer["producers"].as_array().map_or(0, Vec::len) {
+            1 => Ok(()),
+            n => Err(format!("{n} producers")),
+        }
+    })
+    .await;
+    let https = tls_terminator(&certs, lookupd.http_addr()).await;
+    let tls = nsq_client::TlsConfig::new(certs.client_config())
+        .server_name(nsq_tests::tls::SERVER_NAME);
+    let consumer = Consumer::builder(topic("secure"), channel("c"))
+        .lookupd(format!("https://{}:{}", nsq_tests::tls::SERVER_NAME, https.port()))
+        .config(ConsumerConfig::default().connection(ConnectionConfig::default().tls(tls)))
+        .build()
+        .unwrap();
+    consumer
+        .connected(WAIT)
+        .await
+        .expect("found through https, subscribed over TLS");
+
+    // Without the CA, the same lookupd is refused, and says why.
+    let consumer = Consumer::builder(topic("secure"), channel("c"))
+        .lookupd(format!("https://{}:{}", nsq_tests::tls::SERVER_NAME, https.port()))
+        .build()
+        .unwrap();
+    let err = consumer
+        .connected(Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ConnectedError::Timeout { last: Some(ConsumerFailure::Lookupd(e)), .. } if matches!(e.as_ref(), nsq_client::LookupdError::Request { .. })),
+        "{err:?}"
+    );
+}

@@ -293,3 +293,42 @@ impl ConsumerConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_consumer_refuses_disabled_heartbeats_which_nsqd_refuses_for_sub() {
+        let config = ConsumerConfig::default()
+            .connection(ConnectionConfig::default().disable_heartbeats());
+        let err = config.validate().unwrap_err();
+        assert!(err.to_string().contains("heartbeats"), "{err}");
+    }
+
+    #[test]
+    fn the_rdy_controller_gets_the_low_rdy_timings_and_the_strategy() {
+        let config = ConsumerConfig::default()
+            .max_in_flight(7)
+            .low_rdy_idle_timeout(Duration::from_millis(300))
+            .low_rdy_timeout(Duration::from_secs(4))
+            .backoff_strategy(BackoffStrategy::FullJitter);
+        let rdy = config.rdy();
+        assert_eq!(rdy.max_in_flight, 7);
+        assert_eq!(rdy.idle_rotate, Duration::from_millis(300));
+        assert_eq!(rdy.max_hold, Duration::from_secs(4));
+        assert!(rdy.backoff_jitter);
+        assert!(!ConsumerConfig::default().rdy().backoff_jitter);
+    }
+
+    #[test]
+    fn zero_timings_are_refused() {
+        for config in [
+            ConsumerConfig::default().low_rdy_idle_timeout(Duration::ZERO),
+            ConsumerConfig::default().low_rdy_timeout(Duration::ZERO),
+            ConsumerConfig::default().lookupd_poll_timeout(Duration::ZERO),
+        ] {
+            assert!(config.validate().is_err());
+        }
+    }
+}

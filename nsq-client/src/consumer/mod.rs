@@ -127,6 +127,14 @@ impl Drop for Shared {
     }
 }
 
+/// Dropping the consumer starts its stop, as [`ConsumerHandle::stop`] does: with nobody left
+/// to take messages, it would otherwise keep taking and requeueing them.
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.handle.shared.stop.cancel();
+    }
+}
+
 impl std::fmt::Debug for SupervisorParts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SupervisorParts").finish_non_exhaustive()
@@ -323,7 +331,11 @@ impl Consumer {
             return;
         }
         // Requeue what was delivered but not taken, while the connections are still open.
-        let inbox = self.inbox.into_inner().unwrap_or_else(|e| e.into_inner());
+        let inbox = self
+            .inbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some(mut inbox) = inbox {
             loop {
                 tokio::select! {
