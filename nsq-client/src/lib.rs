@@ -40,7 +40,6 @@ mod consumer;
 mod error;
 mod lookupd;
 mod message;
-mod pool;
 mod producer;
 mod rdy;
 
@@ -50,8 +49,7 @@ pub use error::{
     ConfigError, ConnectError, DisconnectReason, LookupdError, PublishError, PublishErrorKind,
 };
 pub use message::{AckError, Message};
-pub use pool::{ProducerPool, Strategy};
-pub use producer::{Producer, ProducerConfig};
+pub use producer::{Producer, ProducerConfig, ProducerPool, Strategy};
 
 /// The NSQ wire protocol ([`nsq_proto`]).
 pub use nsq_proto as proto;

@@ -18,8 +18,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::{Producer, ProducerConfig};
 use crate::error::{ConfigError, PublishError, PublishErrorKind};
-use crate::producer::{Producer, ProducerConfig};
 
 /// Which node a pool tries first.
 ///
