@@ -46,7 +46,8 @@ mod rdy;
 pub use config::{Compression, ConnectionConfig, TlsConfig};
 pub use consumer::{Consumer, ConsumerBuilder, ConsumerConfig, ConsumerStats, StopHandle};
 pub use error::{
-    ConfigError, ConnectError, DisconnectReason, LookupdError, PublishError, PublishErrorKind,
+    ConfigError, ConnectError, DisconnectReason, InvalidPublish, LookupdError, PublishError,
+    PublishErrorKind,
 };
 pub use message::{AckError, Message};
 pub use producer::{Producer, ProducerConfig, ProducerPool, Strategy};

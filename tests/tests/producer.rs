@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
 use nsq_client::proto::{ErrorCode, Topic};
-use nsq_client::{Producer, ProducerConfig, PublishErrorKind};
+use nsq_client::{ConnectError, Producer, ProducerConfig, PublishErrorKind};
 use nsq_tests::broker::{Broker, BrokerKind, BrokerOpts};
 use nsq_tests::consume;
 use nsq_tests::proxy::Proxy;
@@ -206,6 +206,14 @@ async fn the_http_port_given_by_mistake_is_named() {
         let p = producer(broker.http_addr());
         let err = p.publish(&Topic::new("t").unwrap(), "x").await.unwrap_err();
         assert!(err.to_string().contains("HTTP port"), "{err}");
+        // Trying again cannot help: it is not retriable, and the cause says why.
+        assert!(
+            matches!(err.connect_error(), Some(ConnectError::HttpPort { .. })),
+            "{err}"
+        );
+        assert!(!err.is_retriable(), "{err}");
+        let source = std::error::Error::source(&err).expect("a cause");
+        assert!(source.is::<ConnectError>(), "{source:?}");
     });
 }
 

@@ -199,9 +199,12 @@ async fn assert_refused(broker: &Broker, connection: ConnectionConfig, expected:
         .await
         .unwrap_err();
     match err.kind() {
-        PublishErrorKind::Connect(why) => assert!(why.contains(expected), "{why}"),
+        PublishErrorKind::Connect(why) => assert!(why.to_string().contains(expected), "{why}"),
         other => panic!("expected a connect error, got {other:?}: {err}"),
     }
+    // The cause is the typed connect error itself.
+    let source = std::error::Error::source(&err).expect("a cause");
+    assert!(source.is::<nsq_client::ConnectError>(), "{source:?}");
     assert_eq!(err.into_body().as_deref(), Some(&b"x"[..]));
     assert_eq!(message_count(broker).await, 0);
 }

@@ -336,6 +336,30 @@ async fn publishes_survive_a_real_nsqd_being_killed() {
     pool.close().await;
 }
 
+/// A node that refuses for good (here: its HTTP port given for its TCP port) is an error
+/// no retry on that node can fix, yet the pool still tries the next node with the body.
+#[tokio::test]
+async fn a_node_that_cannot_be_connected_to_for_good_is_skipped() {
+    for kind in KINDS {
+        if !kind.available() {
+            continue;
+        }
+        let what = kind.name();
+        let brokers = start_brokers(kind, 1, &BrokerOpts::default()).await;
+        let broker = &brokers[0];
+        let addrs = [
+            broker.http_addr().to_string(),
+            broker.tcp_addr().to_string(),
+        ];
+        let pool =
+            ProducerPool::new(addrs, ProducerConfig::default(), Strategy::PreferFirst).unwrap();
+        let topic = Topic::new(TOPIC).unwrap();
+        pool.publish(&topic, body(0)).await.expect(what);
+        assert_eq!(message_count(broker).await, 1, "{what}");
+        pool.close().await;
+    }
+}
+
 /// The TCP ports of the nsqd that the lookupd's `/nodes` lists.
 async fn registered_ports(lookupd: &Lookupd) -> Result<Vec<u64>, String> {
     let nodes = http::json(lookupd.http_addr(), "GET", "/nodes").await?;

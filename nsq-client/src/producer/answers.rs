@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Request;
 use crate::conn::Transport;
-use crate::error::PublishErrorKind;
+use crate::error::{DisconnectReason, PublishErrorKind};
 
 /// A written command waiting for its answer: one request, or publishes merged into one MPUB,
 /// which nsqd answers once for all of them.
@@ -51,8 +51,8 @@ pub(super) struct WrittenQueue {
     pub(super) pending: VecDeque<Pending>,
     /// Set by the writer when it writes nothing more.
     pub(super) writer_done: bool,
-    /// Set by the reader when it stops: nothing more will be answered.
-    pub(super) reader_done: bool,
+    /// Set by the reader when it stops, to why: nothing more will be answered.
+    pub(super) reader_done: Option<DisconnectReason>,
 }
 
 impl Written {
@@ -77,20 +77,20 @@ pub(super) struct AnswerReader {
 impl AnswerReader {
     /// Runs until the connection ends and returns why; every request still waiting then is
     /// answered `Disconnected`.
-    pub(super) async fn run(mut self) -> String {
+    pub(super) async fn run(mut self) -> DisconnectReason {
         let why = self.read().await;
         let waiting = {
             let mut queue = self.written.lock();
-            queue.reader_done = true;
+            queue.reader_done = Some(why.clone());
             std::mem::take(&mut queue.pending)
         };
         for p in waiting {
-            p.answer(Err(PublishErrorKind::Disconnected));
+            p.answer(Err(PublishErrorKind::Disconnected(why.clone())));
         }
         why
     }
 
-    async fn read(&mut self) -> String {
+    async fn read(&mut self) -> DisconnectReason {
         let read_deadline = self.read_deadline;
         let mut last_read = Instant::now();
         // One timer for the read deadline, moved on only when it fires early: resetting it
@@ -105,12 +105,12 @@ impl AnswerReader {
                 let queue = self.written.lock();
                 if queue.writer_done && queue.pending.is_empty() {
                     // The writer is done and everything it wrote is answered.
-                    return "closed".to_owned();
+                    return DisconnectReason::Closed;
                 }
             }
             tokio::select! {
                 biased;
-                _ = stopped.as_mut() => return "closed".to_owned(),
+                _ = stopped.as_mut() => return DisconnectReason::Closed,
                 _ = writer_finished.as_mut() => {
                     // Checked at the top of the loop; wait for the next notification meanwhile.
                     writer_finished.set(writer_done.notified());
@@ -121,13 +121,13 @@ impl AnswerReader {
                         deadline.as_mut().reset(due);
                         continue;
                     }
-                    return format!("nothing from nsqd for {read_deadline:?}");
+                    return DisconnectReason::ReadTimeout(read_deadline);
                 }
                 frame = self.reader.next() => {
                     last_read = Instant::now();
                     let answer = match frame {
-                        None => return "nsqd closed the connection".to_owned(),
-                        Some(Err(e)) => return format!("read failed: {e}"),
+                        None => return DisconnectReason::ClosedByPeer,
+                        Some(Err(e)) => return e.into(),
                         Some(Ok(Frame::Response(Response::Heartbeat))) => {
                             self.heartbeat.notify_one();
                             continue;
@@ -135,20 +135,20 @@ impl AnswerReader {
                         Some(Ok(Frame::Response(_))) => Ok(()),
                         Some(Ok(Frame::Error(e))) => Err(e),
                         Some(Ok(Frame::Message(_))) => {
-                            return "nsqd sent a message to a producer".to_owned()
+                            return DisconnectReason::UnexpectedFrame("message")
                         }
                     };
                     // The writer queues each request before writing it, so its entry is there
                     // by the time its answer can arrive.
                     let Some(p) = self.written.lock().pending.pop_front() else {
-                        return "an answer with no publish waiting for it".to_owned();
+                        return DisconnectReason::UnexpectedFrame("an answer with no publish waiting");
                     };
-                    let fatal = answer.as_ref().err().is_some_and(|e| e.code.is_fatal());
+                    let fatal = answer.as_ref().err().filter(|e| e.code.is_fatal()).cloned();
                     p.answer(answer.map_err(PublishErrorKind::Server));
-                    if fatal {
+                    if let Some(error) = fatal {
                         // nsqd closes the connection after a fatal error; nothing after it
                         // is answered.
-                        return "nsqd closed the connection after a fatal error".to_owned();
+                        return DisconnectReason::Server(error);
                     }
                 }
             }

@@ -16,7 +16,7 @@ use tracing::Instrument;
 use super::answers::{AnswerReader, Pending, Written};
 use super::{merge, ProducerConfig, Request};
 use crate::conn::{self, Transport};
-use crate::error::PublishErrorKind;
+use crate::error::{ConnectError, DisconnectReason, PublishErrorKind};
 
 /// The most requests taken from the queue for one write.
 const MAX_BATCH: usize = 1024;
@@ -63,7 +63,7 @@ impl ProducerConnection {
                 Err(err) => {
                     failures += 1;
                     tracing::warn!(error = %err, failures, "cannot connect");
-                    let why = err.to_string();
+                    let why = Arc::new(err);
                     first.fail(PublishErrorKind::Connect(why.clone()));
                     // Everything already queued would wait for the same nsqd: fail it now,
                     // so callers can go elsewhere.
@@ -83,7 +83,7 @@ impl ProducerConnection {
     /// Requests that arrive meanwhile fail at once with the connect error `why` (bodies handed
     /// back), as a connect attempt would: waiting out the backoff could outlast their timeout,
     /// and a pool could have sent them to another nsqd instead.
-    async fn backoff(&mut self, failures: u32, why: &str) -> Result<(), ()> {
+    async fn backoff(&mut self, failures: u32, why: &Arc<ConnectError>) -> Result<(), ()> {
         let wait =
             conn::reconnect_delay(failures, self.config.backoff_min, self.config.backoff_max);
         let until = tokio::time::sleep(wait);
@@ -94,7 +94,7 @@ impl ProducerConnection {
                 _ = self.cancel.cancelled() => return Err(()),
                 _ = &mut until => return Ok(()),
                 request = self.rx.recv() => match request {
-                    Some(request) => request.fail(PublishErrorKind::Connect(why.to_owned())),
+                    Some(request) => request.fail(PublishErrorKind::Connect(why.clone())),
                     None => return Err(()),
                 },
             }
@@ -103,7 +103,11 @@ impl ProducerConnection {
 
     /// Runs one connection. `Ok` when the producer stopped cleanly, `Err` when the connection
     /// failed (every request it held has been answered with an error).
-    async fn serve(&mut self, connected: conn::Connected, first: Request) -> Result<(), String> {
+    async fn serve(
+        &mut self,
+        connected: conn::Connected,
+        first: Request,
+    ) -> Result<(), DisconnectReason> {
         let parts = connected.framed.into_parts();
         let (read_half, write_half) = tokio::io::split(parts.io);
         let mut reader = FramedRead::new(read_half, parts.codec);
@@ -142,7 +146,7 @@ impl ProducerConnection {
         let cancel = self.cancel.clone();
         let mut cancelled = std::pin::pin!(cancel.cancelled());
         let mut heartbeat_due = std::pin::pin!(heartbeat.notified());
-        let result: Result<(), String> = loop {
+        let result: Result<(), DisconnectReason> = loop {
             if closing && next.is_none() {
                 // No more waiting for requests, but those already queued still go out.
                 next = self.rx.try_recv().ok();
@@ -170,7 +174,8 @@ impl ProducerConnection {
                     reader_ended = true;
                     break Err(match ended {
                         Ok(why) => why,
-                        Err(e) => format!("reader task failed: {e}"),
+                        // The reader panicked (or the runtime is shutting down).
+                        Err(e) => std::io::Error::from(e).into(),
                     });
                 }
                 _ = heartbeat_due.as_mut() => {
@@ -188,8 +193,10 @@ impl ProducerConnection {
         };
         // Requests taken from the queue but not written (the write failed): the reader's
         // final sweep answers what was written; these are answered here.
-        for request in batch.drain(..) {
-            request.fail(PublishErrorKind::Disconnected);
+        if let Err(why) = &result {
+            for request in batch.drain(..) {
+                request.fail(PublishErrorKind::Disconnected(why.clone()));
+            }
         }
         // Let the reader collect the answers to what was written (bounded by the timeout),
         // then stop it; whatever is left is answered `Disconnected` with its bodies.
@@ -226,17 +233,15 @@ struct Writer {
 
 impl Writer {
     /// Answers a heartbeat.
-    async fn write_nop(&mut self) -> Result<(), String> {
+    async fn write_nop(&mut self) -> Result<(), DisconnectReason> {
         self.buf.clear();
-        ClientCodec::new()
-            .encode(&Command::Nop, &mut self.buf)
-            .map_err(|e| e.to_string())?;
+        ClientCodec::new().encode(&Command::Nop, &mut self.buf)?;
         self.flush().await
     }
 
     /// Encodes the batch (see [`merge::encode_batch`]), hands each command to the reader in
     /// order, and writes it all at once.
-    async fn write_batch(&mut self, batch: &mut Vec<Request>) -> Result<(), String> {
+    async fn write_batch(&mut self, batch: &mut Vec<Request>) -> Result<(), DisconnectReason> {
         self.buf.clear();
         self.staged.clear();
         merge::encode_batch(
@@ -250,9 +255,9 @@ impl Writer {
         // in one short lock, before the write.
         {
             let mut queue = self.written.lock();
-            if queue.reader_done {
+            if let Some(why) = &queue.reader_done {
                 for p in self.staged.drain(..) {
-                    p.answer(Err(PublishErrorKind::Disconnected));
+                    p.answer(Err(PublishErrorKind::Disconnected(why.clone())));
                 }
             } else {
                 queue.pending.extend(self.staged.drain(..));
@@ -266,13 +271,13 @@ impl Writer {
         for ping in self.pings.drain(..) {
             match &flushed {
                 Ok(()) => ping.answer(Ok(())),
-                Err(_) => ping.fail(PublishErrorKind::Disconnected),
+                Err(why) => ping.fail(PublishErrorKind::Disconnected(why.clone())),
             }
         }
         flushed
     }
 
-    async fn flush(&mut self) -> Result<(), String> {
+    async fn flush(&mut self) -> Result<(), DisconnectReason> {
         let (buf, write_half) = (&mut self.buf, &mut self.write_half);
         let write = async {
             write_half.write_all(buf).await?;
@@ -290,8 +295,8 @@ impl Writer {
                 self.buf.clear();
                 Ok(())
             }
-            Ok(Err(e)) => Err(format!("write failed: {e}")),
-            Err(_) => Err(format!("write timed out after {:?}", self.write_timeout)),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(DisconnectReason::WriteTimeout(self.write_timeout)),
         }
     }
 }

@@ -8,7 +8,9 @@ use tokio_util::codec::Encoder;
 
 use super::answers::Pending;
 use super::Request;
-use crate::error::PublishErrorKind;
+use std::sync::Arc;
+
+use crate::error::{InvalidPublish, PublishErrorKind};
 
 /// Encodes `batch` into `buf`, in order, skipping requests whose callers are gone. With
 /// `merge` set, neighbouring PUBs to one topic whose MPUB body stays within `merge` bytes
@@ -101,8 +103,10 @@ impl Run {
                 match Command::encode_mpub(topic, bodies, buf) {
                     Ok(()) => staged.push(Pending::Merged(std::mem::take(&mut self.requests))),
                     Err(e) => {
+                        let e = Arc::new(e);
                         for request in self.requests.drain(..) {
-                            request.answer(Err(PublishErrorKind::Invalid(e.to_string())));
+                            request
+                                .fail(PublishErrorKind::Invalid(InvalidPublish::Encode(e.clone())));
                         }
                     }
                 }
@@ -119,7 +123,9 @@ fn stage_one(
     pings: &mut Vec<Request>,
 ) {
     if let Err(e) = ClientCodec::new().encode(&request.cmd, buf) {
-        request.answer(Err(PublishErrorKind::Invalid(e.to_string())));
+        request.fail(PublishErrorKind::Invalid(InvalidPublish::Encode(Arc::new(
+            e,
+        ))));
     } else if matches!(request.cmd, Command::Nop) {
         pings.push(request);
     } else {

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::error::{ConfigError, PublishError, PublishErrorKind};
+use crate::error::{ConfigError, DisconnectReason, InvalidPublish, PublishError, PublishErrorKind};
 use connection::ProducerConnection;
 
 pub use config::ProducerConfig;
@@ -177,7 +177,7 @@ impl Producer {
     pub async fn publish(&self, topic: &Topic, body: impl Into<Bytes>) -> Result<(), PublishError> {
         let body = body.into();
         if body.is_empty() {
-            return Err(self.invalid("empty message body", vec![body]));
+            return Err(self.invalid(InvalidPublish::EmptyBody, vec![body]));
         }
         self.request(Command::Pub {
             topic: topic.clone(),
@@ -207,8 +207,11 @@ impl Producer {
         topic: &Topic,
         bodies: Vec<Bytes>,
     ) -> Result<(), PublishError> {
-        if bodies.is_empty() || bodies.iter().any(Bytes::is_empty) {
-            return Err(self.invalid("MPUB needs at least one message and no empty body", bodies));
+        if bodies.is_empty() {
+            return Err(self.invalid(InvalidPublish::EmptyBatch, bodies));
+        }
+        if bodies.iter().any(Bytes::is_empty) {
+            return Err(self.invalid(InvalidPublish::EmptyBody, bodies));
         }
         self.request(Command::Mpub {
             topic: topic.clone(),
@@ -241,7 +244,7 @@ impl Producer {
     ) -> Result<(), PublishError> {
         let body = body.into();
         if body.is_empty() {
-            return Err(self.invalid("empty message body", vec![body]));
+            return Err(self.invalid(InvalidPublish::EmptyBody, vec![body]));
         }
         self.request(Command::Dpub {
             topic: topic.clone(),
@@ -292,19 +295,15 @@ impl Producer {
         self.shared.tasks.wait().await;
     }
 
-    fn invalid(&self, why: &str, bodies: Vec<Bytes>) -> PublishError {
-        PublishError::new(
-            PublishErrorKind::Invalid(why.to_owned()),
-            &self.shared.addr,
-            bodies,
-        )
+    fn invalid(&self, why: InvalidPublish, bodies: Vec<Bytes>) -> PublishError {
+        PublishError::new(PublishErrorKind::Invalid(why), &self.shared.addr, bodies)
     }
 
     async fn request(&self, cmd: Command) -> Result<(), PublishError> {
         let addr = &self.shared.addr;
         if self.shared.cancel.is_cancelled() {
             return Err(PublishError::new(
-                PublishErrorKind::Closed,
+                PublishErrorKind::Stopped,
                 addr,
                 bodies_of(cmd),
             ));
@@ -337,7 +336,7 @@ impl Producer {
         };
         if let Err(mpsc::error::SendError(request)) = queued {
             return Err(PublishError::new(
-                PublishErrorKind::Closed,
+                PublishErrorKind::Stopped,
                 addr,
                 bodies_of(request.cmd),
             ));
@@ -352,8 +351,9 @@ impl Producer {
         match answer {
             Ok(Ok(())) => Ok(()),
             Ok(Err((kind, cmd))) => Err(PublishError::new(kind, addr, bodies_of(cmd))),
+            // The connection task is gone without answering: the runtime is shutting down.
             Err(_) => Err(PublishError::new(
-                PublishErrorKind::Disconnected,
+                PublishErrorKind::Disconnected(DisconnectReason::Closed),
                 addr,
                 Vec::new(),
             )),

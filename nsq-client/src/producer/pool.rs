@@ -1,6 +1,8 @@
 //! Publishing to a set of nsqd with failover: a publish that fails in a way a retry can fix
-//! (connection lost, no answer, nsqd exiting) goes to the next node with its bodies handed
-//! back, so one nsqd's death does not fail publishes.
+//! (connection lost, no answer, nsqd exiting) or that could not connect at all (even for a
+//! reason that will not pass by itself, such as a refused TLS handshake: the next node may
+//! differ) goes to the next node with its bodies handed back, so one nsqd's death does not
+//! fail publishes.
 //!
 //! A publish that was written before its connection died may have been taken by nsqd, so a
 //! retry elsewhere can deliver it twice. NSQ is at-least-once; consumers already handle
@@ -286,7 +288,8 @@ impl ProducerPool {
         }
     }
 
-    /// Tries `op` on each node of the plan until one succeeds or an error is not retriable.
+    /// Tries `op` on each node of the plan until one succeeds or an error does not fail over
+    /// (see [`PublishError::fails_over`]).
     async fn run<F, Fut>(&self, mut bodies: Vec<Bytes>, op: F) -> Result<(), PublishError>
     where
         F: Fn(Producer, Vec<Bytes>) -> Fut,
@@ -300,7 +303,7 @@ impl ProducerPool {
                     self.mark(&addr, false);
                     return Ok(());
                 }
-                Err(err) if err.is_retriable() => {
+                Err(err) if err.fails_over() => {
                     tracing::warn!(%addr, error = %err, "publish failed; trying the next nsqd");
                     self.mark(&addr, true);
                     bodies = err.bodies().to_vec();
@@ -314,16 +317,11 @@ impl ProducerPool {
                 Err(err) => return Err(err),
             }
         }
-        Err(last.unwrap_or_else(|| {
-            PublishError::new(
-                PublishErrorKind::Connect("no nsqd in the pool".to_owned()),
-                "",
-                bodies,
-            )
-        }))
+        Err(last.unwrap_or_else(|| PublishError::new(PublishErrorKind::NoNodes, "", bodies)))
     }
 
-    /// Publishes one message to one of the nodes, failing over on retriable errors.
+    /// Publishes one message to one of the nodes, failing over on retriable errors and on
+    /// connection failures.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -379,7 +377,7 @@ impl ProducerPool {
         .await
     }
 
-    /// Publishes one deferred message (DPUB), failing over on retriable errors.
+    /// Publishes one deferred message (DPUB), failing over as [`publish`](Self::publish) does.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
