@@ -66,10 +66,7 @@ fn nsqd_answering_ok(
 fn publishes_of(producer: &Producer, topic: &Topic, bodies: &[&str]) -> Vec<Publish> {
     let mut publishes: Vec<Publish> = bodies
         .iter()
-        .map(|b| {
-            let (p, t, b) = (producer.clone(), topic.clone(), body(b));
-            Box::pin(async move { p.publish(&t, b).await }) as Publish
-        })
+        .map(|b| Box::pin(producer.publish(topic, body(b))) as Publish)
         .collect();
     queue_all(&mut publishes);
     publishes
@@ -238,4 +235,31 @@ async fn a_body_above_the_merge_bound_goes_alone() {
             mpub(&["c", "d"]),
         ]
     );
+}
+
+/// A publish is queued when it is called, not when its future is first polled: futures
+/// polled in the reverse order still go out in the order of the calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_go_out_in_the_order_of_the_calls() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (go, go_rx) = oneshot::channel();
+    let nsqd = nsqd_answering_ok(listener, go_rx, 1);
+    let producer = Producer::new(addr.to_string(), ProducerConfig::default()).unwrap();
+    let t = Topic::new("t").unwrap();
+    let mut publishes: Vec<Publish> = ["first", "second", "third"]
+        .iter()
+        .map(|b| Box::pin(producer.publish(&t, body(b))) as Publish)
+        .collect();
+    publishes.reverse();
+    queue_all(&mut publishes);
+    go.send(()).unwrap();
+    for answer in futures::future::join_all(publishes).await {
+        answer.unwrap();
+    }
+    let mpub = Command::Mpub {
+        topic: t.clone(),
+        bodies: vec![body("first"), body("second"), body("third")],
+    };
+    assert_eq!(nsqd.await.unwrap(), vec![mpub]);
 }

@@ -233,3 +233,42 @@ async fn an_nsqd_error_is_typed_and_the_next_publish_reconnects() {
         p.close().await;
     });
 }
+
+/// The publish futures borrow neither the producer nor the topic: they can be spawned, and
+/// outlive both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_futures_can_be_spawned() {
+    each_broker!(|broker| {
+        let p = producer(broker.tcp_addr());
+        let spawned = {
+            let topic = Topic::new("spawned").unwrap();
+            vec![
+                tokio::spawn(p.ping()),
+                tokio::spawn(p.publish(&topic, "x")),
+                tokio::spawn(p.multi_publish(&topic, vec![Bytes::from("y"), Bytes::from("z")])),
+                tokio::spawn(p.deferred_publish(&topic, Duration::from_secs(60), "later")),
+            ]
+        };
+        let pool = nsq_client::ProducerPool::new(
+            [broker.tcp_addr().to_string()],
+            ProducerConfig::default(),
+            nsq_client::Strategy::RoundRobin,
+        )
+        .unwrap();
+        let from_pool = {
+            let topic = Topic::new("spawned").unwrap();
+            vec![
+                tokio::spawn(pool.publish(&topic, "p")),
+                tokio::spawn(pool.multi_publish(&topic, vec![Bytes::from("q")])),
+                tokio::spawn(pool.deferred_publish(&topic, Duration::from_secs(60), "r")),
+            ]
+        };
+        for task in spawned.into_iter().chain(from_pool) {
+            task.await.expect("no panic").expect("published");
+        }
+        let stats = broker.topic_stats("spawned").await.unwrap();
+        assert_eq!(stats["message_count"], 7, "{stats}");
+        p.close().await;
+        pool.close().await;
+    });
+}

@@ -15,6 +15,7 @@ mod connection;
 mod merge;
 mod pool;
 
+use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -142,23 +143,12 @@ impl Producer {
         &self.shared.addr
     }
 
-    fn sender(&self) -> &mpsc::Sender<Request> {
-        self.shared.tx.get_or_init(|| {
-            let (tx, rx) = mpsc::channel(self.shared.config.queue);
-            let task = ProducerConnection {
-                addr: self.shared.addr.clone(),
-                config: self.shared.config.clone(),
-                rx,
-                cancel: self.shared.cancel.clone(),
-            };
-            let span = tracing::info_span!("nsq_producer", addr = %self.shared.addr);
-            self.shared.tasks.spawn(task.run().instrument(span));
-            self.shared.tasks.close();
-            tx
-        })
-    }
-
     /// Publishes one message; resolves when nsqd answered.
+    ///
+    /// The returned future borrows nothing, so it can be spawned or kept while the producer
+    /// is used elsewhere. The publish is queued for the connection when this is called (so
+    /// publishes go out in the order of the calls), unless the queue is full: then the
+    /// future waits for room when polled. The [`publish_timeout`] runs from the call.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -167,26 +157,43 @@ impl Producer {
     /// # let producer = nsq_client::Producer::new(nsqd.tcp_addr().to_string(), Default::default())?;
     /// # let topic = nsq_client::proto::Topic::new("t")?;
     /// producer.publish(&topic, "hello").await?;
+    ///
+    /// // Or let a task wait for nsqd's answer.
+    /// let answered = tokio::spawn(producer.publish(&topic, "from a task"));
+    /// answered.await??;
     /// # Ok(())
     /// # }
     /// ```
     ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future withdraws the publish if it was not written yet; once written,
+    /// nsqd may take it all the same (its answer is read and dropped).
+    ///
     /// # Errors
     ///
     /// [`PublishError`], with the body handed back.
-    pub async fn publish(&self, topic: &Topic, body: impl Into<Bytes>) -> Result<(), PublishError> {
+    ///
+    /// [`publish_timeout`]: ProducerConfig::publish_timeout
+    pub fn publish(
+        &self,
+        topic: &Topic,
+        body: impl Into<Bytes>,
+    ) -> impl Future<Output = Result<(), PublishError>> + Send + 'static {
         let body = body.into();
-        if body.is_empty() {
-            return Err(self.invalid(InvalidPublish::EmptyBody, vec![body]));
-        }
-        self.request(Command::Pub {
-            topic: topic.clone(),
-            body,
-        })
-        .await
+        let cmd = if body.is_empty() {
+            Err(self.invalid(InvalidPublish::EmptyBody, vec![body]))
+        } else {
+            Ok(Command::Pub {
+                topic: topic.clone(),
+                body,
+            })
+        };
+        self.request(cmd)
     }
 
-    /// Publishes several messages atomically (MPUB): nsqd takes all or none.
+    /// Publishes several messages atomically (MPUB): nsqd takes all or none. Queued as
+    /// [`publish`](Self::publish) is.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -202,25 +209,26 @@ impl Producer {
     /// # Errors
     ///
     /// [`PublishError`], with the bodies handed back.
-    pub async fn multi_publish(
+    pub fn multi_publish(
         &self,
         topic: &Topic,
         bodies: Vec<Bytes>,
-    ) -> Result<(), PublishError> {
-        if bodies.is_empty() {
-            return Err(self.invalid(InvalidPublish::EmptyBatch, bodies));
-        }
-        if bodies.iter().any(Bytes::is_empty) {
-            return Err(self.invalid(InvalidPublish::EmptyBody, bodies));
-        }
-        self.request(Command::Mpub {
-            topic: topic.clone(),
-            bodies,
-        })
-        .await
+    ) -> impl Future<Output = Result<(), PublishError>> + Send + 'static {
+        let cmd = if bodies.is_empty() {
+            Err(self.invalid(InvalidPublish::EmptyBatch, bodies))
+        } else if bodies.iter().any(Bytes::is_empty) {
+            Err(self.invalid(InvalidPublish::EmptyBody, bodies))
+        } else {
+            Ok(Command::Mpub {
+                topic: topic.clone(),
+                bodies,
+            })
+        };
+        self.request(cmd)
     }
 
-    /// Publishes one message that nsqd delivers after `delay` (DPUB).
+    /// Publishes one message that nsqd delivers after `delay` (DPUB). Queued as
+    /// [`publish`](Self::publish) is.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -236,32 +244,33 @@ impl Producer {
     /// # Errors
     ///
     /// [`PublishError`], with the body handed back.
-    pub async fn deferred_publish(
+    pub fn deferred_publish(
         &self,
         topic: &Topic,
         delay: Duration,
         body: impl Into<Bytes>,
-    ) -> Result<(), PublishError> {
+    ) -> impl Future<Output = Result<(), PublishError>> + Send + 'static {
         let body = body.into();
-        if body.is_empty() {
-            return Err(self.invalid(InvalidPublish::EmptyBody, vec![body]));
-        }
-        self.request(Command::Dpub {
-            topic: topic.clone(),
-            delay,
-            body,
-        })
-        .await
+        let cmd = if body.is_empty() {
+            Err(self.invalid(InvalidPublish::EmptyBody, vec![body]))
+        } else {
+            Ok(Command::Dpub {
+                topic: topic.clone(),
+                delay,
+                body,
+            })
+        };
+        self.request(cmd)
     }
 
-    /// Connects if needed and checks the connection with a NOP.
+    /// Connects if needed and checks the connection with a NOP; resolves once the NOP is
+    /// written (nsqd does not answer NOP). Queued as [`publish`](Self::publish) is.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let nsqd = nsq_server_lite::Nsqd::start().await?;
     /// # let producer = nsq_client::Producer::new(nsqd.tcp_addr().to_string(), Default::default())?;
-    /// # let topic = nsq_client::proto::Topic::new("t")?;
     /// producer.ping().await?;
     /// # Ok(())
     /// # }
@@ -270,8 +279,8 @@ impl Producer {
     /// # Errors
     ///
     /// [`PublishError`] (with no bodies) when nsqd cannot be reached.
-    pub async fn ping(&self) -> Result<(), PublishError> {
-        self.request(Command::Nop).await
+    pub fn ping(&self) -> impl Future<Output = Result<(), PublishError>> + Send + 'static {
+        self.request(Ok(Command::Nop))
     }
 
     /// Stops taking publishes, lets those already queued finish (each within its timeout),
@@ -299,48 +308,94 @@ impl Producer {
         PublishError::new(PublishErrorKind::Invalid(why), &self.shared.addr, bodies)
     }
 
-    async fn request(&self, cmd: Command) -> Result<(), PublishError> {
-        let addr = &self.shared.addr;
-        if self.shared.cancel.is_cancelled() {
-            return Err(PublishError::new(
-                PublishErrorKind::Stopped,
-                addr,
-                bodies_of(cmd),
-            ));
+    /// Queues `cmd` now when there is room, and returns the future of its answer.
+    fn request(
+        &self,
+        cmd: Result<Command, PublishError>,
+    ) -> impl Future<Output = Result<(), PublishError>> + Send + 'static {
+        let shared = self.shared.clone();
+        let deadline = shared.config.publish_timeout.map(|t| Instant::now() + t);
+        let start = match cmd {
+            Err(invalid) => Start::Refused(invalid),
+            Ok(cmd) => shared.queue(cmd),
+        };
+        async move { shared.answer(start, deadline).await }
+    }
+}
+
+/// Where a request's future starts from.
+enum Start {
+    /// Refused before it was queued.
+    Refused(PublishError),
+    /// Queued; its answer comes here.
+    Queued(oneshot::Receiver<Answer>),
+    /// The queue was full: it waits for room when the future is polled.
+    Full(Request, oneshot::Receiver<Answer>),
+}
+
+impl Shared {
+    fn sender(&self) -> &mpsc::Sender<Request> {
+        self.tx.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(self.config.queue);
+            let task = ProducerConnection {
+                addr: self.addr.clone(),
+                config: self.config.clone(),
+                rx,
+                cancel: self.cancel.clone(),
+            };
+            let span = tracing::info_span!("nsq_producer", addr = %self.addr);
+            self.tasks.spawn(task.run().instrument(span));
+            self.tasks.close();
+            tx
+        })
+    }
+
+    fn stopped(&self, cmd: Command) -> PublishError {
+        PublishError::new(PublishErrorKind::Stopped, &self.addr, bodies_of(cmd))
+    }
+
+    /// Queues `cmd` at once if the queue has room.
+    fn queue(&self, cmd: Command) -> Start {
+        if self.cancel.is_cancelled() {
+            return Start::Refused(self.stopped(cmd));
         }
         let (respond, answer) = oneshot::channel();
-        let timeout = self.shared.config.publish_timeout;
-        let deadline = timeout.map(|t| Instant::now() + t);
+        match self.sender().try_send(Request { cmd, respond }) {
+            Ok(()) => Start::Queued(answer),
+            Err(mpsc::error::TrySendError::Closed(request)) => {
+                Start::Refused(self.stopped(request.cmd))
+            }
+            Err(mpsc::error::TrySendError::Full(request)) => Start::Full(request, answer),
+        }
+    }
+
+    /// Waits for room in the queue if it was full, then for the answer, until `deadline`.
+    async fn answer(&self, start: Start, deadline: Option<Instant>) -> Result<(), PublishError> {
+        let addr = &self.addr;
         // A timeout hands no body back: a request already queued may still be written.
         let timed_out = || {
-            let after = timeout.unwrap_or_default();
+            let after = self.config.publish_timeout.unwrap_or_default();
             PublishError::new(PublishErrorKind::Timeout(after), addr, Vec::new())
         };
-        let tx = self.sender();
-        // Queued at once when there is room; only a full queue makes the caller wait (and
-        // arms a timer for it).
-        let queued = match tx.try_send(Request { cmd, respond }) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(request)) => Err(mpsc::error::SendError(request)),
-            Err(mpsc::error::TrySendError::Full(request)) => {
-                let send = tx.send(request);
-                match deadline {
+        let answer = match start {
+            Start::Refused(err) => return Err(err),
+            Start::Queued(answer) => answer,
+            Start::Full(request, answer) => {
+                let send = self.sender().send(request);
+                let queued = match deadline {
                     Some(at) => match tokio::time::timeout_at(at, send).await {
                         Ok(queued) => queued,
                         // The queue stayed full until the deadline; nothing was sent.
                         Err(_) => return Err(timed_out()),
                     },
                     None => send.await,
+                };
+                if let Err(mpsc::error::SendError(request)) = queued {
+                    return Err(self.stopped(request.cmd));
                 }
+                answer
             }
         };
-        if let Err(mpsc::error::SendError(request)) = queued {
-            return Err(PublishError::new(
-                PublishErrorKind::Stopped,
-                addr,
-                bodies_of(request.cmd),
-            ));
-        }
         let answer = match deadline {
             Some(at) => match tokio::time::timeout_at(at, answer).await {
                 Ok(answer) => answer,

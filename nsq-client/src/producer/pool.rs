@@ -10,6 +10,7 @@
 //! publish `OK` that no nsqd answered `OK`.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -289,39 +290,56 @@ impl ProducerPool {
     }
 
     /// Tries `op` on each node of the plan until one succeeds or an error does not fail over
-    /// (see [`PublishError::fails_over`]).
-    async fn run<F, Fut>(&self, mut bodies: Vec<Bytes>, op: F) -> Result<(), PublishError>
+    /// (see [`PublishError::fails_over`]). The first node's attempt starts now (a producer
+    /// queues its publish when called); the others when the one before failed.
+    fn start<F, Fut>(
+        &self,
+        bodies: Vec<Bytes>,
+        op: F,
+    ) -> impl Future<Output = Result<(), PublishError>> + Send + 'static
     where
-        F: Fn(Producer, Vec<Bytes>) -> Fut,
-        Fut: std::future::Future<Output = Result<(), PublishError>>,
+        F: Fn(&Producer, Vec<Bytes>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), PublishError>> + Send + 'static,
     {
-        let mut last = None;
-        for producer in self.plan() {
-            let addr = producer.addr().to_owned();
-            match op(producer, bodies).await {
-                Ok(()) => {
-                    self.mark(&addr, false);
-                    return Ok(());
-                }
-                Err(err) if err.fails_over() => {
-                    tracing::warn!(%addr, error = %err, "publish failed; trying the next nsqd");
-                    self.mark(&addr, true);
-                    bodies = err.bodies().to_vec();
-                    if bodies.is_empty() {
-                        // A timeout keeps no bodies (the caller's future may still own them
-                        // in flight); nothing to retry with.
-                        return Err(err);
+        let pool = self.clone();
+        let mut plan = self.plan().into_iter();
+        let first = match plan.next() {
+            Some(producer) => Ok((producer.addr().to_owned(), op(&producer, bodies))),
+            None => Err(PublishError::new(PublishErrorKind::NoNodes, "", bodies)),
+        };
+        async move {
+            let (mut addr, mut attempt) = first?;
+            loop {
+                let err = match attempt.await {
+                    Ok(()) => {
+                        pool.mark(&addr, false);
+                        return Ok(());
                     }
-                    last = Some(err);
+                    Err(err) if err.fails_over() => err,
+                    Err(err) => return Err(err),
+                };
+                tracing::warn!(%addr, error = %err, "publish failed; trying the next nsqd");
+                pool.mark(&addr, true);
+                // A timeout keeps no bodies (the caller's future may still own them in
+                // flight): nothing to retry with.
+                if err.bodies().is_empty() {
+                    return Err(err);
                 }
-                Err(err) => return Err(err),
+                let Some(next) = plan.next() else {
+                    return Err(err);
+                };
+                addr = next.addr().to_owned();
+                attempt = op(&next, err.into_bodies());
             }
         }
-        Err(last.unwrap_or_else(|| PublishError::new(PublishErrorKind::NoNodes, "", bodies)))
     }
 
     /// Publishes one message to one of the nodes, failing over on retriable errors and on
     /// connection failures.
+    ///
+    /// The future borrows nothing (it can be spawned). The publish is queued on the first
+    /// node when this is called, as [`Producer::publish`] does; a retry on another node
+    /// starts when the attempt before it failed.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -339,12 +357,15 @@ impl ProducerPool {
     /// # Errors
     ///
     /// The last node's [`PublishError`], with the body handed back.
-    pub async fn publish(&self, topic: &Topic, body: impl Into<Bytes>) -> Result<(), PublishError> {
-        self.run(vec![body.into()], |p, mut b| async move {
-            let body = b.pop().unwrap_or_default();
-            p.publish(topic, body).await
+    pub fn publish(
+        &self,
+        topic: &Topic,
+        body: impl Into<Bytes>,
+    ) -> impl Future<Output = Result<(), PublishError>> + Send + 'static {
+        let topic = topic.clone();
+        self.start(vec![body.into()], move |p, mut b| {
+            p.publish(&topic, b.pop().unwrap_or_default())
         })
-        .await
     }
 
     /// Publishes several messages atomically to one node (MPUB), failing over as a whole.
@@ -365,16 +386,13 @@ impl ProducerPool {
     /// # Errors
     ///
     /// The last node's [`PublishError`], with the bodies handed back.
-    pub async fn multi_publish(
+    pub fn multi_publish(
         &self,
         topic: &Topic,
         bodies: Vec<Bytes>,
-    ) -> Result<(), PublishError> {
-        self.run(
-            bodies,
-            |p, b| async move { p.multi_publish(topic, b).await },
-        )
-        .await
+    ) -> impl Future<Output = Result<(), PublishError>> + Send + 'static {
+        let topic = topic.clone();
+        self.start(bodies, move |p, b| p.multi_publish(&topic, b))
     }
 
     /// Publishes one deferred message (DPUB), failing over as [`publish`](Self::publish) does.
@@ -395,17 +413,16 @@ impl ProducerPool {
     /// # Errors
     ///
     /// The last node's [`PublishError`], with the body handed back.
-    pub async fn deferred_publish(
+    pub fn deferred_publish(
         &self,
         topic: &Topic,
         delay: Duration,
         body: impl Into<Bytes>,
-    ) -> Result<(), PublishError> {
-        self.run(vec![body.into()], |p, mut b| async move {
-            let body = b.pop().unwrap_or_default();
-            p.deferred_publish(topic, delay, body).await
+    ) -> impl Future<Output = Result<(), PublishError>> + Send + 'static {
+        let topic = topic.clone();
+        self.start(vec![body.into()], move |p, mut b| {
+            p.deferred_publish(&topic, delay, b.pop().unwrap_or_default())
         })
-        .await
     }
 
     /// Closes every producer and stops lookupd polling.
