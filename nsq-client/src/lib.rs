@@ -50,7 +50,9 @@ pub use error::{
     PublishErrorKind,
 };
 pub use message::{AckError, Message};
-pub use producer::{Producer, ProducerConfig, ProducerPool, Strategy};
+pub use producer::{
+    NodeStats, PoolStats, Producer, ProducerConfig, ProducerPool, ProducerStats, Strategy,
+};
 
 /// The NSQ wire protocol ([`nsq_proto`]).
 pub use nsq_proto as proto;

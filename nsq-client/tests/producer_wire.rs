@@ -263,3 +263,27 @@ async fn publishes_go_out_in_the_order_of_the_calls() {
     };
     assert_eq!(nsqd.await.unwrap(), vec![mpub]);
 }
+
+/// Requests count in flight from the call until nsqd's answer, queued or written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_count_in_flight_until_answered() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (go, go_rx) = oneshot::channel();
+    let nsqd = nsqd_answering_ok(listener, go_rx, 1);
+    let producer = Producer::new(addr.to_string(), ProducerConfig::default()).unwrap();
+    let t = Topic::new("t").unwrap();
+    let publishes = publishes_of(&producer, &t, &["a", "b", "c"]);
+    let stats = producer.stats();
+    assert_eq!(stats.in_flight, 3, "{stats:?}");
+    assert!(!stats.connected, "IDENTIFY is not answered yet: {stats:?}");
+    go.send(()).unwrap();
+    for answer in futures::future::join_all(publishes).await {
+        answer.unwrap();
+    }
+    let stats = producer.stats();
+    assert_eq!(stats.in_flight, 0, "{stats:?}");
+    assert_eq!(stats.messages_published, 3, "{stats:?}");
+    assert!(stats.connected, "{stats:?}");
+    nsqd.await.unwrap();
+}

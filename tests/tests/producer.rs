@@ -10,7 +10,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
 use nsq_client::proto::{ErrorCode, Topic};
-use nsq_client::{ConnectError, Producer, ProducerConfig, PublishErrorKind};
+use nsq_client::{
+    ConnectError, ConnectionConfig, Producer, ProducerConfig, ProducerStats, PublishErrorKind,
+};
 use nsq_tests::broker::{Broker, BrokerKind, BrokerOpts};
 use nsq_tests::consume;
 use nsq_tests::proxy::Proxy;
@@ -271,4 +273,114 @@ async fn publish_futures_can_be_spawned() {
         p.close().await;
         pool.close().await;
     });
+}
+
+/// A producer's counters: messages published (each of an MPUB), publishes failed, nothing
+/// left in flight once all is answered, and a reconnect after nsqd closed the connection.
+#[tokio::test]
+async fn stats_count_what_was_published_failed_and_reconnected() {
+    let nsqd = nsq_server_lite::Nsqd::builder()
+        .max_msg_size(100)
+        .start()
+        .await
+        .unwrap();
+    let p = producer(nsqd.tcp_addr());
+    assert_eq!(
+        p.stats(),
+        ProducerStats::default(),
+        "nothing before the first call"
+    );
+    let topic = Topic::new("stats").unwrap();
+    p.ping().await.unwrap();
+    let stats = p.stats();
+    assert!(stats.connected);
+    assert_eq!(stats.messages_published, 0, "a ping publishes nothing");
+    p.publish(&topic, "one").await.unwrap();
+    p.multi_publish(&topic, vec![Bytes::from("two"), Bytes::from("three")])
+        .await
+        .unwrap();
+    p.deferred_publish(&topic, Duration::from_secs(60), "four")
+        .await
+        .unwrap();
+    let stats = p.stats();
+    assert_eq!(stats.messages_published, 4, "{stats:?}");
+    assert_eq!(stats.publishes_failed, 0, "{stats:?}");
+    assert_eq!(stats.in_flight, 0, "{stats:?}");
+    assert_eq!(stats.reconnects, 0, "{stats:?}");
+
+    // Above --max-msg-size: E_BAD_MESSAGE, after which nsqd closes the connection.
+    let err = p.publish(&topic, vec![b'x'; 101]).await.unwrap_err();
+    assert!(err.server_error().is_some(), "{err}");
+    // Refused before it is sent, but a failed publish all the same.
+    p.publish(&topic, Bytes::new()).await.unwrap_err();
+    p.publish(&topic, "five").await.unwrap();
+    let stats = p.stats();
+    assert_eq!(stats.messages_published, 5, "{stats:?}");
+    assert_eq!(stats.publishes_failed, 2, "{stats:?}");
+    assert_eq!(stats.reconnects, 1, "{stats:?}");
+    assert!(stats.connected, "{stats:?}");
+    assert_eq!(stats.in_flight, 0, "{stats:?}");
+    assert_eq!(nsqd.stats().topic("stats").unwrap().message_count, 5);
+    p.close().await;
+    assert!(!p.stats().connected, "closed");
+}
+
+#[tokio::test]
+async fn stats_of_an_unreachable_nsqd_count_failures_and_no_connection() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let p = producer(addr);
+    let topic = Topic::new("t").unwrap();
+    p.publish(&topic, "a").await.unwrap_err();
+    p.multi_publish(&topic, vec![Bytes::from("b"), Bytes::from("c")])
+        .await
+        .unwrap_err();
+    p.ping().await.unwrap_err();
+    let stats = p.stats();
+    assert_eq!(
+        stats.publishes_failed, 2,
+        "pings are not publishes: {stats:?}"
+    );
+    assert_eq!(stats.messages_published, 0, "{stats:?}");
+    assert_eq!(stats.in_flight, 0, "{stats:?}");
+    assert_eq!(stats.reconnects, 0, "{stats:?}");
+    assert!(!stats.connected, "{stats:?}");
+}
+
+/// With heartbeats disabled, nsqd sends none and the producer has no read deadline: it
+/// publishes, and stays connected while a neighbour asking for 1 s heartbeats gets them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_without_heartbeats_publishes_and_gets_none() {
+    // The broker's own heartbeat, for clients that do not ask, is 1 s.
+    let nsqd = nsq_server_lite::Nsqd::builder()
+        .client_timeout(Duration::from_secs(2))
+        .start()
+        .await
+        .unwrap();
+    let with = |connection: ConnectionConfig| {
+        let config = ProducerConfig::default().connection(connection);
+        Producer::new(nsqd.tcp_addr().to_string(), config).unwrap()
+    };
+    let quiet = with(ConnectionConfig::default().disable_heartbeats());
+    let beating = with(ConnectionConfig::default().heartbeat_interval(Duration::from_secs(1)));
+    let topic = Topic::new("quiet").unwrap();
+    quiet.publish(&topic, "one").await.unwrap();
+    beating.ping().await.unwrap();
+    // Two heartbeats to the neighbour: over a second has passed with both connected.
+    nsq_tests::eventually("two heartbeats", Duration::from_secs(10), || async {
+        match beating.stats().heartbeats {
+            n if n >= 2 => Ok(()),
+            n => Err(format!("{n} heartbeats")),
+        }
+    })
+    .await;
+    let stats = quiet.stats();
+    assert_eq!(stats.heartbeats, 0, "{stats:?}");
+    assert!(stats.connected, "{stats:?}");
+    quiet.publish(&topic, "two").await.unwrap();
+    assert_eq!(quiet.stats().reconnects, 0, "the same connection");
+    assert_eq!(nsqd.stats().topic("quiet").unwrap().message_count, 2);
+    quiet.close().await;
+    beating.close().await;
 }

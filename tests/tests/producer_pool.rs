@@ -360,6 +360,47 @@ async fn a_node_that_cannot_be_connected_to_for_good_is_skipped() {
     }
 }
 
+/// The pool counts its own calls (one published, one failover) and each node its own (the
+/// dead one a failure, the live one the message).
+#[tokio::test]
+async fn pool_stats_count_calls_failovers_and_each_node() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let live = nsq_server_lite::Nsqd::start().await.unwrap();
+    let addrs = [dead.clone(), live.tcp_addr().to_string()];
+    let pool = ProducerPool::new(addrs, ProducerConfig::default(), Strategy::PreferFirst).unwrap();
+    let topic = Topic::new(TOPIC).unwrap();
+    pool.publish(&topic, body(0)).await.unwrap();
+    pool.multi_publish(&topic, vec![body(1), body(2)])
+        .await
+        .unwrap();
+    let stats = pool.stats();
+    assert_eq!(stats.messages_published, 3, "{stats:?}");
+    assert_eq!(stats.publishes_failed, 0, "{stats:?}");
+    // The first publish found the dead node; the second started at the live one, the dead
+    // one cooling down.
+    assert_eq!(stats.failovers, 1, "{stats:?}");
+    assert_eq!(stats.connected, 1, "{stats:?}");
+    assert_eq!(stats.in_flight, 0, "{stats:?}");
+    let (first, second) = (&stats.nodes[0], &stats.nodes[1]);
+    assert_eq!(first.addr, dead);
+    assert!(first.cooling_down, "{stats:?}");
+    assert_eq!(first.producer.publishes_failed, 1, "{stats:?}");
+    assert!(!first.producer.connected, "{stats:?}");
+    assert!(!second.cooling_down, "{stats:?}");
+    assert_eq!(second.producer.messages_published, 3, "{stats:?}");
+
+    // Every node failing: one failed pool publish.
+    let only_dead =
+        ProducerPool::new([dead], ProducerConfig::default(), Strategy::PreferFirst).unwrap();
+    only_dead.publish(&topic, body(3)).await.unwrap_err();
+    let stats = only_dead.stats();
+    assert_eq!(stats.publishes_failed, 1, "{stats:?}");
+    assert_eq!(stats.failovers, 0, "{stats:?}");
+    pool.close().await;
+}
+
 /// The TCP ports of the nsqd that the lookupd's `/nodes` lists.
 async fn registered_ports(lookupd: &Lookupd) -> Result<Vec<u64>, String> {
     let nodes = http::json(lookupd.http_addr(), "GET", "/nodes").await?;

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
+use super::stats::Counters;
 use super::Request;
 use crate::conn::Transport;
 use crate::error::{DisconnectReason, PublishErrorKind};
@@ -72,6 +73,7 @@ pub(super) struct AnswerReader {
     pub(super) writer_done: Arc<Notify>,
     pub(super) stop: CancellationToken,
     pub(super) read_deadline: Duration,
+    pub(super) counters: Arc<Counters>,
 }
 
 impl AnswerReader {
@@ -129,6 +131,7 @@ impl AnswerReader {
                         None => return DisconnectReason::ClosedByPeer,
                         Some(Err(e)) => return e.into(),
                         Some(Ok(Frame::Response(Response::Heartbeat))) => {
+                            self.counters.heartbeat();
                             self.heartbeat.notify_one();
                             continue;
                         }

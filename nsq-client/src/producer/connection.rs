@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::answers::{AnswerReader, Pending, Written};
+use super::stats::Counters;
 use super::{merge, ProducerConfig, Request};
 use crate::conn::{self, Transport};
 use crate::error::{ConnectError, DisconnectReason, PublishErrorKind};
@@ -27,11 +28,13 @@ pub(super) struct ProducerConnection {
     pub(super) config: ProducerConfig,
     pub(super) rx: mpsc::Receiver<Request>,
     pub(super) cancel: CancellationToken,
+    pub(super) counters: Arc<Counters>,
 }
 
 impl ProducerConnection {
     pub(super) async fn run(mut self) {
         let mut failures = 0u32;
+        let mut connections = 0u64;
         loop {
             // Connect only when there is something to send.
             // Queued requests go first (`biased`), so stopping lets them finish.
@@ -53,7 +56,10 @@ impl ProducerConnection {
                         max_rdy_count = connected.identify.max_rdy_count,
                         "connected"
                     );
+                    self.counters.connected(true, connections > 0);
+                    connections += 1;
                     let lost = self.serve(connected, first).await;
+                    self.counters.connected(false, false);
                     if let Err(why) = lost {
                         tracing::warn!(%why, "connection lost");
                     } else {
@@ -124,6 +130,7 @@ impl ProducerConnection {
             writer_done: writer_done.clone(),
             stop: reader_stop.clone(),
             read_deadline: self.config.connection.read_deadline(),
+            counters: self.counters.clone(),
         };
         let reader_task = tokio::spawn(answers.run().in_current_span());
         let mut reader_task = std::pin::pin!(reader_task);

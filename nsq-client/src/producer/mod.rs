@@ -14,6 +14,7 @@ mod config;
 mod connection;
 mod merge;
 mod pool;
+mod stats;
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -31,7 +32,9 @@ use crate::error::{ConfigError, DisconnectReason, InvalidPublish, PublishError, 
 use connection::ProducerConnection;
 
 pub use config::ProducerConfig;
-pub use pool::{ProducerPool, Strategy};
+pub use pool::{NodeStats, PoolStats, ProducerPool, Strategy};
+pub use stats::ProducerStats;
+use stats::{Counters, InFlight};
 
 /// The answer the connection task gives a request: `Ok`, or what went wrong and the command
 /// back (so its bodies can be returned to the caller).
@@ -41,11 +44,20 @@ type Answer = Result<(), (PublishErrorKind, Command)>;
 struct Request {
     cmd: Command,
     respond: oneshot::Sender<Answer>,
+    /// Counted in flight until answered or dropped.
+    in_flight: InFlight,
 }
 
 impl Request {
     fn answer(self, answer: Result<(), PublishErrorKind>) {
-        let _ = self.respond.send(answer.map_err(|kind| (kind, self.cmd)));
+        let Request {
+            cmd,
+            respond,
+            in_flight,
+        } = self;
+        // No longer in flight by the time the caller learns the answer.
+        drop(in_flight);
+        let _ = respond.send(answer.map_err(|kind| (kind, cmd)));
     }
 
     fn fail(self, kind: PublishErrorKind) {
@@ -88,6 +100,7 @@ struct Shared {
     tx: OnceLock<mpsc::Sender<Request>>,
     cancel: CancellationToken,
     tasks: TaskTracker,
+    counters: Arc<Counters>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -128,6 +141,7 @@ impl Producer {
                 tx: OnceLock::new(),
                 cancel: CancellationToken::new(),
                 tasks: TaskTracker::new(),
+                counters: Arc::default(),
             }),
         })
     }
@@ -304,6 +318,24 @@ impl Producer {
         self.shared.tasks.wait().await;
     }
 
+    /// What this producer has done so far: messages published, publishes failed, requests
+    /// in flight, reconnects, and whether it is connected now.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let nsqd = nsq_server_lite::Nsqd::start().await?;
+    /// let producer = nsq_client::Producer::new(nsqd.tcp_addr().to_string(), Default::default())?;
+    /// assert!(!producer.stats().connected); // nothing connects before the first call
+    /// producer.ping().await?;
+    /// assert!(producer.stats().connected);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn stats(&self) -> ProducerStats {
+        self.shared.counters.snapshot()
+    }
+
     fn invalid(&self, why: InvalidPublish, bodies: Vec<Bytes>) -> PublishError {
         PublishError::new(PublishErrorKind::Invalid(why), &self.shared.addr, bodies)
     }
@@ -315,11 +347,25 @@ impl Producer {
     ) -> impl Future<Output = Result<(), PublishError>> + Send + 'static {
         let shared = self.shared.clone();
         let deadline = shared.config.publish_timeout.map(|t| Instant::now() + t);
+        // How many messages it publishes; `None` for a ping, which is not counted.
+        let messages = match &cmd {
+            Ok(Command::Nop) => None,
+            Ok(Command::Mpub { bodies, .. }) => Some(bodies.len()),
+            _ => Some(1),
+        };
         let start = match cmd {
             Err(invalid) => Start::Refused(invalid),
             Ok(cmd) => shared.queue(cmd),
         };
-        async move { shared.answer(start, deadline).await }
+        async move {
+            let result = shared.answer(start, deadline).await;
+            match (&result, messages) {
+                (Ok(()), Some(n)) => shared.counters.published(n),
+                (Err(_), Some(_)) => shared.counters.failed(),
+                (_, None) => {}
+            }
+            result
+        }
     }
 }
 
@@ -342,6 +388,7 @@ impl Shared {
                 config: self.config.clone(),
                 rx,
                 cancel: self.cancel.clone(),
+                counters: self.counters.clone(),
             };
             let span = tracing::info_span!("nsq_producer", addr = %self.addr);
             self.tasks.spawn(task.run().instrument(span));
@@ -360,7 +407,12 @@ impl Shared {
             return Start::Refused(self.stopped(cmd));
         }
         let (respond, answer) = oneshot::channel();
-        match self.sender().try_send(Request { cmd, respond }) {
+        let in_flight = InFlight::new(&self.counters);
+        match self.sender().try_send(Request {
+            cmd,
+            respond,
+            in_flight,
+        }) {
             Ok(()) => Start::Queued(answer),
             Err(mpsc::error::TrySendError::Closed(request)) => {
                 Start::Refused(self.stopped(request.cmd))

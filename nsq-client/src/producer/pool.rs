@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Producer, ProducerConfig};
+use super::{Producer, ProducerConfig, ProducerStats};
 use crate::error::{ConfigError, PublishError, PublishErrorKind};
 
 /// Which node a pool tries first.
@@ -57,12 +57,71 @@ struct PoolInner {
     cooldown: Duration,
     cancel: CancellationToken,
     tasks: TaskTracker,
+    messages_published: AtomicU64,
+    publishes_failed: AtomicU64,
+    failovers: AtomicU64,
 }
 
 impl Drop for PoolInner {
     fn drop(&mut self) {
         self.cancel.cancel();
     }
+}
+
+/// A pool's counters at one moment (see [`ProducerPool::stats`]).
+///
+/// The pool counts its own calls: a publish that failed on one node and succeeded on the
+/// next is one message published and one failover here, while the first node's
+/// [`ProducerStats`] count it failed and the second's published.
+///
+/// ```
+/// # fn show(pool: &nsq_client::ProducerPool) {
+/// let stats = pool.stats();
+/// println!("{} published, {} failed, {} failovers", stats.messages_published, stats.publishes_failed, stats.failovers);
+/// for node in &stats.nodes {
+///     println!("{}: connected {}, in flight {}", node.addr, node.producer.connected, node.producer.in_flight);
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolStats {
+    /// Messages whose pool publish returned `Ok`; each message of an MPUB counts.
+    pub messages_published: u64,
+    /// Pool publishes that returned an error (after every node it tried); an MPUB counts once.
+    pub publishes_failed: u64,
+    /// Times a publish went on to the next node after a failure.
+    pub failovers: u64,
+    /// Requests in flight, over the current nodes.
+    pub in_flight: u64,
+    /// Reconnects, over the current nodes.
+    pub reconnects: u64,
+    /// How many of the current nodes are connected now.
+    pub connected: usize,
+    /// Each current node, in the pool's order.
+    pub nodes: Vec<NodeStats>,
+}
+
+/// One node of a pool (see [`PoolStats`]).
+///
+/// ```
+/// # fn show(pool: &nsq_client::ProducerPool) {
+/// for node in pool.stats().nodes {
+///     if node.cooling_down {
+///         eprintln!("{} failed recently; tried last", node.addr);
+///     }
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeStats {
+    /// The nsqd address.
+    pub addr: String,
+    /// Its producer's counters.
+    pub producer: ProducerStats,
+    /// Whether it failed recently, so that publishes try it after the others.
+    pub cooling_down: bool,
 }
 
 /// Producers for several nsqd, with failover between them. Cheap to clone.
@@ -210,6 +269,9 @@ impl ProducerPool {
                 cooldown,
                 cancel: CancellationToken::new(),
                 tasks: TaskTracker::new(),
+                messages_published: AtomicU64::new(0),
+                publishes_failed: AtomicU64::new(0),
+                failovers: AtomicU64::new(0),
             }),
         })
     }
@@ -302,12 +364,13 @@ impl ProducerPool {
         Fut: Future<Output = Result<(), PublishError>> + Send + 'static,
     {
         let pool = self.clone();
+        let messages = bodies.len() as u64;
         let mut plan = self.plan().into_iter();
         let first = match plan.next() {
             Some(producer) => Ok((producer.addr().to_owned(), op(&producer, bodies))),
             None => Err(PublishError::new(PublishErrorKind::NoNodes, "", bodies)),
         };
-        async move {
+        let attempts = async move {
             let (mut addr, mut attempt) = first?;
             loop {
                 let err = match attempt.await {
@@ -328,9 +391,60 @@ impl ProducerPool {
                 let Some(next) = plan.next() else {
                     return Err(err);
                 };
+                pool.inner.failovers.fetch_add(1, Ordering::Relaxed);
                 addr = next.addr().to_owned();
                 attempt = op(&next, err.into_bodies());
             }
+        };
+        let inner = self.inner.clone();
+        async move {
+            let result = attempts.await;
+            match &result {
+                Ok(()) => inner
+                    .messages_published
+                    .fetch_add(messages, Ordering::Relaxed),
+                Err(_) => inner.publishes_failed.fetch_add(1, Ordering::Relaxed),
+            };
+            result
+        }
+    }
+
+    /// What the pool has done so far, in total and per node.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let a = nsq_server_lite::Nsqd::start().await?;
+    /// # let b = nsq_server_lite::Nsqd::start().await?;
+    /// use nsq_client::{proto::Topic, ProducerPool, Strategy};
+    /// let pool = ProducerPool::new([a.tcp_addr().to_string(), b.tcp_addr().to_string()], Default::default(), Strategy::PreferFirst)?;
+    /// pool.publish(&Topic::new("t")?, "hello").await?;
+    /// let stats = pool.stats();
+    /// assert_eq!(stats.messages_published, 1);
+    /// assert_eq!(stats.nodes[0].producer.messages_published, 1); // PreferFirst
+    /// assert_eq!(stats.nodes[1].producer.messages_published, 0);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn stats(&self) -> PoolStats {
+        let now = Instant::now();
+        let nodes: Vec<NodeStats> = self
+            .nodes()
+            .iter()
+            .map(|(addr, node)| NodeStats {
+                addr: addr.clone(),
+                producer: node.producer.stats(),
+                cooling_down: node.down_until.is_some_and(|t| t > now),
+            })
+            .collect();
+        PoolStats {
+            messages_published: self.inner.messages_published.load(Ordering::Relaxed),
+            publishes_failed: self.inner.publishes_failed.load(Ordering::Relaxed),
+            failovers: self.inner.failovers.load(Ordering::Relaxed),
+            in_flight: nodes.iter().map(|n| n.producer.in_flight).sum(),
+            reconnects: nodes.iter().map(|n| n.producer.reconnects).sum(),
+            connected: nodes.iter().filter(|n| n.producer.connected).count(),
+            nodes,
         }
     }
 
