@@ -63,7 +63,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let stats = nsqd.stats();
     let t = stats.topic("events").ok_or("topic missing")?;
     println!("nsqd holds {} messages for topic events", t.message_count);
-    producer.close().await;
+    producer.stop().await;
     nsqd.shutdown().await;
     Ok(())
 }

@@ -67,7 +67,7 @@ async fn every_call_is_answered_and_lands() {
         .await
         .unwrap();
         assert_eq!(bodies, ["one", "two", "three"]);
-        p.close().await;
+        p.stop().await;
     });
 }
 
@@ -102,7 +102,7 @@ async fn a_hundred_thousand_pipelined_publishes_all_arrive_intact() {
         let want: HashSet<Bytes> = (0..N).map(body).collect();
         assert_eq!(got.len(), N, "duplicates arrived");
         assert!(got == want, "bodies differ from what was published");
-        p.close().await;
+        p.stop().await;
     });
 }
 
@@ -125,7 +125,7 @@ async fn callers_finding_the_queue_full_wait_for_room_and_are_all_answered() {
         assert!(results.iter().all(Result::is_ok), "a publish failed");
         let stats = broker.topic_stats("full").await.unwrap();
         assert_eq!(stats["message_count"], 500, "{stats}");
-        p.close().await;
+        p.stop().await;
     });
 }
 
@@ -161,7 +161,7 @@ async fn a_timed_out_or_dropped_publish_leaves_the_connection_usable() {
         let count = stats["message_count"].as_u64().unwrap();
         // before, timed out, (dropped, if it was written), after, a, b
         assert!((5..=6).contains(&count), "{stats}");
-        p.close().await;
+        p.stop().await;
     });
 }
 
@@ -232,7 +232,7 @@ async fn an_nsqd_error_is_typed_and_the_next_publish_reconnects() {
         assert!(!err.is_retriable());
         assert_eq!(err.into_body(), Some(big));
         p.publish(&topic, "fine").await.unwrap();
-        p.close().await;
+        p.stop().await;
     });
 }
 
@@ -270,8 +270,8 @@ async fn publish_futures_can_be_spawned() {
         }
         let stats = broker.topic_stats("spawned").await.unwrap();
         assert_eq!(stats["message_count"], 7, "{stats}");
-        p.close().await;
-        pool.close().await;
+        p.stop().await;
+        pool.stop().await;
     });
 }
 
@@ -321,7 +321,7 @@ async fn stats_count_what_was_published_failed_and_reconnected() {
     assert!(stats.connected, "{stats:?}");
     assert_eq!(stats.in_flight, 0, "{stats:?}");
     assert_eq!(nsqd.stats().topic("stats").unwrap().message_count, 5);
-    p.close().await;
+    p.stop().await;
     assert!(!p.stats().connected, "closed");
 }
 
@@ -381,6 +381,6 @@ async fn a_producer_without_heartbeats_publishes_and_gets_none() {
     quiet.publish(&topic, "two").await.unwrap();
     assert_eq!(quiet.stats().reconnects, 0, "the same connection");
     assert_eq!(nsqd.stats().topic("quiet").unwrap().message_count, 2);
-    quiet.close().await;
-    beating.close().await;
+    quiet.stop().await;
+    beating.stop().await;
 }

@@ -169,7 +169,7 @@ async fn negotiation_case(kind: BrokerKind, certs: &TestCerts, case: Case) {
         "deflate: {what}"
     );
     assert!(!client.authed, "authed: {what}");
-    p.close().await;
+    p.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -296,7 +296,7 @@ async fn auth_with_the_right_secret_publishes_and_is_authed() {
         assert!(client.authed, "{what}");
         assert_eq!(client.auth_identity, "producer", "{what}");
         assert!(!client.tls && !client.snappy && !client.deflate, "{what}");
-        p.close().await;
+        p.stop().await;
     }
 }
 

@@ -247,7 +247,7 @@ async fn round_robin_failover(kind: BrokerKind) {
         held.len() - unique.len()
     );
     assert_eq!(unique.len(), N, "{what}: bodies that were never published");
-    pool.close().await;
+    pool.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -301,7 +301,7 @@ async fn prefer_first_sends_everything_to_the_first_healthy_broker() {
             [M as u64, M as u64, 0],
             "{what}"
         );
-        pool.close().await;
+        pool.stop().await;
     }
 }
 
@@ -333,7 +333,7 @@ async fn publishes_survive_a_real_nsqd_being_killed() {
     for (k, (a, b)) in at_kill.iter().zip(&after).enumerate() {
         assert!(b > a, "live nsqd {k} took nothing after the kill");
     }
-    pool.close().await;
+    pool.stop().await;
 }
 
 /// A node that refuses for good (here: its HTTP port given for its TCP port) is an error
@@ -356,7 +356,7 @@ async fn a_node_that_cannot_be_connected_to_for_good_is_skipped() {
         let topic = Topic::new(TOPIC).unwrap();
         pool.publish(&topic, body(0)).await.expect(what);
         assert_eq!(message_count(broker).await, 1, "{what}");
-        pool.close().await;
+        pool.stop().await;
     }
 }
 
@@ -398,7 +398,7 @@ async fn pool_stats_count_calls_failovers_and_each_node() {
     let stats = only_dead.stats();
     assert_eq!(stats.publishes_failed, 1, "{stats:?}");
     assert_eq!(stats.failovers, 0, "{stats:?}");
-    pool.close().await;
+    pool.stop().await;
 }
 
 /// The TCP ports of the nsqd that the lookupd's `/nodes` lists.
@@ -469,6 +469,6 @@ async fn a_pool_from_lookupd_finds_every_broker_and_publishes() {
         let refs: Vec<&Broker> = brokers.iter().collect();
         let half = (M / 2) as u64;
         assert_eq!(message_counts(&refs).await, [half, half], "{what}");
-        pool.close().await;
+        pool.stop().await;
     }
 }

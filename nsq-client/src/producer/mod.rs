@@ -85,7 +85,7 @@ impl Request {
 /// producer.publish(&topic, "order 1").await?;
 /// producer.multi_publish(&topic, vec!["order 2".into(), "order 3".into()]).await?;
 /// producer.deferred_publish(&topic, std::time::Duration::from_secs(5), "later").await?;
-/// producer.close().await;
+/// producer.stop().await;
 /// # Ok(())
 /// # }
 /// ```
@@ -298,7 +298,9 @@ impl Producer {
     }
 
     /// Stops taking publishes, lets those already queued finish (each within its timeout),
-    /// and closes the connection.
+    /// and closes the connection; returns when it is closed. A publish called after it
+    /// fails with [`PublishErrorKind::Stopped`]. The same name and meaning as
+    /// [`Consumer::stop`](crate::Consumer::stop).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -307,12 +309,13 @@ impl Producer {
     /// # let producer = nsq_client::Producer::new(nsqd.tcp_addr().to_string(), Default::default())?;
     /// # let topic = nsq_client::proto::Topic::new("t")?;
     /// producer.publish(&topic, "last").await?;
-    /// producer.close().await;
-    /// assert!(producer.publish(&topic, "too late").await.is_err());
+    /// producer.stop().await;
+    /// let err = producer.publish(&topic, "too late").await.unwrap_err();
+    /// assert!(matches!(err.kind(), nsq_client::PublishErrorKind::Stopped));
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn close(&self) {
+    pub async fn stop(&self) {
         self.shared.cancel.cancel();
         self.shared.tasks.close();
         self.shared.tasks.wait().await;

@@ -140,7 +140,7 @@ pub struct NodeStats {
 /// )?;
 /// let topic = Topic::new("orders")?;
 /// pool.publish(&topic, "order 1").await?; // goes to a, or to b if a is down
-/// pool.close().await;
+/// pool.stop().await;
 /// # Ok(())
 /// # }
 /// ```
@@ -300,9 +300,7 @@ impl ProducerPool {
         for (addr, node) in old {
             tracing::info!(%addr, "nsqd left the pool");
             let producer = node.producer;
-            self.inner
-                .tasks
-                .spawn(async move { producer.close().await });
+            self.inner.tasks.spawn(async move { producer.stop().await });
         }
         Ok(())
     }
@@ -539,7 +537,9 @@ impl ProducerPool {
         })
     }
 
-    /// Closes every producer and stops lookupd polling.
+    /// Stops every producer (each as [`Producer::stop`] does: queued publishes finish within
+    /// their timeout) and the lookupd polling; returns when all is closed. A publish called
+    /// after it fails with [`PublishErrorKind::Stopped`].
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -549,11 +549,14 @@ impl ProducerPool {
     /// use nsq_client::{proto::Topic, ProducerPool, Strategy};
     /// let pool = ProducerPool::new([a.tcp_addr().to_string(), b.tcp_addr().to_string()], Default::default(), Strategy::PreferFirst)?;
     /// let topic = Topic::new("t")?;
-    /// pool.close().await;
+    /// pool.publish(&topic, "last").await?;
+    /// pool.stop().await;
+    /// let err = pool.publish(&topic, "too late").await.unwrap_err();
+    /// assert!(matches!(err.kind(), nsq_client::PublishErrorKind::Stopped));
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn close(&self) {
+    pub async fn stop(&self) {
         self.inner.cancel.cancel();
         let producers: Vec<Producer> = self
             .nodes()
@@ -561,7 +564,7 @@ impl ProducerPool {
             .map(|(_, n)| n.producer.clone())
             .collect();
         for p in producers {
-            p.close().await;
+            p.stop().await;
         }
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
