@@ -401,6 +401,28 @@ async fn pool_stats_count_calls_failovers_and_each_node() {
     pool.stop().await;
 }
 
+/// A lookupd that takes the connection and never answers is given up on after
+/// `lookupd_poll_timeout`, not after a fixed 5 s.
+#[tokio::test]
+async fn the_lookupd_poll_timeout_bounds_the_first_discovery() {
+    // Connections complete (the backlog takes them) but nothing is ever read or answered.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = ProducerConfig::default().lookupd_poll_timeout(Duration::from_millis(200));
+    let pool = tokio::time::timeout(
+        Duration::from_secs(3),
+        ProducerPool::with_lookupd(
+            [silent.local_addr().unwrap().to_string()],
+            config,
+            Strategy::RoundRobin,
+            Duration::from_secs(60),
+        ),
+    )
+    .await
+    .expect("discovery gave up within the poll timeout");
+    assert!(pool.is_err(), "no nsqd found");
+    drop(silent);
+}
+
 /// The TCP ports of the nsqd that the lookupd's `/nodes` lists.
 async fn registered_ports(lookupd: &Lookupd) -> Result<Vec<u64>, String> {
     let nodes = http::json(lookupd.http_addr(), "GET", "/nodes").await?;

@@ -25,6 +25,7 @@ pub struct ProducerConfig {
     pub(crate) backoff_min: Duration,
     pub(crate) backoff_max: Duration,
     pub(crate) merge_publishes: Option<usize>,
+    pub(crate) lookupd_poll_timeout: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -36,6 +37,7 @@ impl Default for ProducerConfig {
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(5),
             merge_publishes: Some(DEFAULT_MERGE_BYTES),
+            lookupd_poll_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -120,6 +122,23 @@ impl ProducerConfig {
         self
     }
 
+    /// How long a [`ProducerPool`](crate::ProducerPool) built with
+    /// [`with_lookupd`](crate::ProducerPool::with_lookupd) waits for one nsqlookupd's
+    /// answer to `/nodes`, connecting included (default 5 s; go-nsq's `lookupd_poll_timeout`,
+    /// whose default is 60 s). A lookupd that does not answer within it is skipped for that
+    /// poll; the first poll, which `with_lookupd` awaits, is bounded by it too. A plain
+    /// [`Producer`](crate::Producer) never asks nsqlookupd.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let c = nsq_client::ProducerConfig::default().lookupd_poll_timeout(Duration::from_secs(2));
+    /// # let _ = c;
+    /// ```
+    pub fn lookupd_poll_timeout(mut self, timeout: Duration) -> Self {
+        self.lookupd_poll_timeout = timeout;
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         self.connection.validate()?;
         if self.merge_publishes.is_some_and(|n| n < 64) {
@@ -132,6 +151,9 @@ impl ProducerConfig {
         }
         if self.backoff_min.is_zero() || self.backoff_min > self.backoff_max {
             return Err(ConfigError::new("reconnect_backoff needs 0 < min <= max"));
+        }
+        if self.lookupd_poll_timeout.is_zero() {
+            return Err(ConfigError::new("lookupd_poll_timeout must be above zero"));
         }
         if self.publish_timeout.is_some_and(|t| t.is_zero()) {
             return Err(ConfigError::new("publish_timeout must be above zero"));

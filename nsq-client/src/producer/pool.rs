@@ -178,7 +178,8 @@ impl ProducerPool {
 
     /// A pool over every nsqd the given nsqlookupd know (their `/nodes`), asked again every
     /// `poll_interval`: new nodes are added, vanished ones closed. The first answer is awaited,
-    /// so the pool has its nodes when this returns.
+    /// so the pool has its nodes when this returns. Each request to a lookupd is bounded by
+    /// [`ProducerConfig::lookupd_poll_timeout`].
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -224,9 +225,11 @@ impl ProducerPool {
         if poll_interval.is_zero() {
             return Err(ConfigError::new("poll_interval must be above zero"));
         }
-        let http =
-            crate::lookupd::http_client(Duration::from_secs(5), config.connection.tls.as_ref())
-                .map_err(|e| ConfigError::new(format!("HTTP client: {e}")))?;
+        let http = crate::lookupd::http_client(
+            config.lookupd_poll_timeout,
+            config.connection.tls.as_ref(),
+        )
+        .map_err(|e| ConfigError::new(format!("HTTP client: {e}")))?;
         let pool = Self::empty(config, strategy)?;
 
         let first = discover(&http, &lookupds).await;
