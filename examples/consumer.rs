@@ -43,7 +43,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
             .map(|i| format!("click {i}").into())
             .collect();
         producer.multi_publish(&topic, bodies).await?;
-        producer.close().await;
+        producer.stop().await;
         brokers.push(nsqd);
     }
     println!("published {} messages to 3 brokers", 3 * PER_BROKER);

@@ -8,8 +8,9 @@
 //! ```
 //!
 //! Shows the three publish calls, many publishes in flight on one connection, a publish
-//! bounded by a timeout, and what a failed publish hands back. Point `Producer::new` at a real
-//! nsqd's TCP address (4150 by default) and nothing else changes.
+//! bounded by a timeout, what a failed publish hands back, a publish awaited by a spawned
+//! task, and the producer's stats. Point `Producer::new` at a real nsqd's TCP address (4150
+//! by default) and nothing else changes.
 
 use std::error::Error;
 use std::time::{Duration, Instant};
@@ -60,10 +61,18 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let bad = producer.publish(&topic, Bytes::new()).await.unwrap_err();
     println!("refused: {bad} (retriable: {})", bad.is_retriable());
 
+    // A publish future borrows nothing: a task can wait for nsqd's answer.
+    tokio::spawn(producer.publish(&topic, "from a task")).await??;
+
+    let mine = producer.stats();
+    println!(
+        "producer: {} messages published, {} publishes failed, {} in flight, {} reconnects",
+        mine.messages_published, mine.publishes_failed, mine.in_flight, mine.reconnects
+    );
     let stats = nsqd.stats();
     let t = stats.topic("events").ok_or("topic missing")?;
     println!("nsqd holds {} messages for topic events", t.message_count);
-    producer.close().await;
+    producer.stop().await;
     nsqd.shutdown().await;
     Ok(())
 }

@@ -203,37 +203,63 @@ fn permanent_refusal(code: &ErrorCode) -> bool {
 /// let why = DisconnectReason::ReadTimeout(std::time::Duration::from_secs(60));
 /// assert_eq!(why.to_string(), "nothing from nsqd for 60s");
 /// ```
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum DisconnectReason {
     /// Closed by this side, as asked (a stop, or the nsqd no longer wanted).
-    #[error("closed")]
     Closed,
     /// nsqd closed the connection.
-    #[error("nsqd closed the connection")]
     ClosedByPeer,
     /// Nothing arrived from nsqd for two heartbeat intervals: the connection is presumed dead.
-    #[error("nothing from nsqd for {0:?}")]
     ReadTimeout(Duration),
     /// A write to nsqd did not complete within the write timeout.
-    #[error("a write to nsqd did not complete within {0:?}")]
     WriteTimeout(Duration),
     /// Reading or writing the socket failed.
-    #[error("i/o error: {0}")]
-    Io(#[source] Arc<std::io::Error>),
+    Io(Arc<std::io::Error>),
     /// nsqd sent something that is not the NSQ protocol (or a frame above the size limit).
-    #[error("protocol error: {0}")]
-    Protocol(#[source] Arc<ProtocolError>),
+    Protocol(Arc<ProtocolError>),
     /// nsqd sent a fatal error, after which it closes the connection.
-    #[error("nsqd sent {0}")]
     Server(ServerError),
     /// nsqd sent a frame that has no place on this connection.
-    #[error("unexpected frame from nsqd: {0}")]
     UnexpectedFrame(&'static str),
     /// The graceful stop's timeout passed with messages still in flight; nsqd redelivers them
     /// after its message timeout.
-    #[error("{0} messages still in flight at the shutdown timeout")]
     ShutdownTimeout(u32),
+}
+
+impl std::fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DisconnectReason::Closed => f.write_str("closed"),
+            DisconnectReason::ClosedByPeer => f.write_str("nsqd closed the connection"),
+            DisconnectReason::ReadTimeout(after) => write!(f, "nothing from nsqd for {after:?}"),
+            DisconnectReason::WriteTimeout(after) => {
+                write!(f, "a write to nsqd did not complete within {after:?}")
+            }
+            DisconnectReason::Io(e) => write!(f, "i/o error: {e}"),
+            DisconnectReason::Protocol(e) => write!(f, "protocol error: {e}"),
+            DisconnectReason::Server(e) => write!(f, "nsqd sent {e}"),
+            DisconnectReason::UnexpectedFrame(what) => {
+                write!(f, "unexpected frame from nsqd: {what}")
+            }
+            DisconnectReason::ShutdownTimeout(n) => {
+                write!(f, "{n} messages still in flight at the shutdown timeout")
+            }
+        }
+    }
+}
+
+/// The source is the cause itself (an [`std::io::Error`], a [`ProtocolError`] or a
+/// [`ServerError`]), not the `Arc` that lets the reason be cloned.
+impl std::error::Error for DisconnectReason {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DisconnectReason::Io(e) => Some(&**e),
+            DisconnectReason::Protocol(e) => Some(&**e),
+            DisconnectReason::Server(e) => Some(e),
+            _ => None,
+        }
+    }
 }
 
 impl From<ProtocolError> for DisconnectReason {
@@ -315,25 +341,65 @@ impl LookupdError {
 }
 
 /// What went wrong with a publish.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// ```
+/// use nsq_client::{DisconnectReason, PublishErrorKind};
+/// let kind = PublishErrorKind::Disconnected(DisconnectReason::ClosedByPeer);
+/// assert_eq!(kind.to_string(), "connection lost before nsqd answered: nsqd closed the connection");
+/// ```
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum PublishErrorKind {
     /// nsqd answered with an error (`E_BAD_TOPIC`, `E_PUB_FAILED`, ...).
+    #[error("{0}")]
     Server(ServerError),
-    /// No connection could be made; the text says why.
-    Connect(String),
-    /// The connection ended before nsqd answered. nsqd may or may not have taken the
-    /// message: a retry can duplicate it (NSQ is at-least-once), never lose it.
-    Disconnected,
+    /// No connection could be made. Shared: every publish waiting for the same attempt gets
+    /// the same error.
+    #[error("{0}")]
+    Connect(Arc<ConnectError>),
+    /// The connection ended before nsqd answered, for the reason given. nsqd may or may not
+    /// have taken the message: a retry can duplicate it (NSQ is at-least-once), never lose it.
+    #[error("connection lost before nsqd answered: {0}")]
+    Disconnected(DisconnectReason),
     /// No answer within the publish timeout. As with `Disconnected`, nsqd may have taken it.
+    #[error("no answer within {0:?}")]
     Timeout(Duration),
-    /// The producer was closed.
-    Closed,
-    /// The publish itself is invalid (for example an empty body or an empty batch).
-    Invalid(String),
+    /// The producer (or pool) was stopped before the publish was queued.
+    #[error("producer stopped")]
+    Stopped,
+    /// The publish itself is invalid; nothing was sent.
+    #[error("{0}")]
+    Invalid(InvalidPublish),
+    /// The pool has no nsqd to publish to.
+    #[error("no nsqd in the pool")]
+    NoNodes,
+}
+
+/// Why a publish was refused before it was sent.
+///
+/// ```
+/// use nsq_client::InvalidPublish;
+/// assert_eq!(InvalidPublish::EmptyBody.to_string(), "empty message body");
+/// ```
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidPublish {
+    /// A message body is empty (nsqd refuses those with `E_BAD_MESSAGE`).
+    #[error("empty message body")]
+    EmptyBody,
+    /// `multi_publish` was given no bodies.
+    #[error("MPUB needs at least one message")]
+    EmptyBatch,
+    /// The command cannot be encoded (for example, bodies too large for the protocol's
+    /// 32-bit sizes).
+    #[error("cannot encode the command: {0}")]
+    Encode(#[source] Arc<ProtocolError>),
 }
 
 /// A failed publish. It hands the bodies back, so they can be retried without a copy.
+///
+/// [`source()`](std::error::Error::source) is the typed cause: the [`ServerError`], the
+/// [`ConnectError`], the [`DisconnectReason`] or the [`InvalidPublish`].
 ///
 /// ```
 /// use nsq_client::{PublishError, PublishErrorKind};
@@ -344,22 +410,30 @@ pub enum PublishErrorKind {
 /// }
 /// # }
 /// ```
-#[derive(Debug, thiserror::Error)]
-#[error("publish to {addr} failed: {}", describe(.kind))]
+#[derive(Debug)]
 pub struct PublishError {
     kind: PublishErrorKind,
     addr: String,
     bodies: Vec<Bytes>,
 }
 
-fn describe(kind: &PublishErrorKind) -> String {
-    match kind {
-        PublishErrorKind::Server(e) => e.to_string(),
-        PublishErrorKind::Connect(e) => e.clone(),
-        PublishErrorKind::Disconnected => "connection lost before nsqd answered".to_owned(),
-        PublishErrorKind::Timeout(after) => format!("no answer within {after:?}"),
-        PublishErrorKind::Closed => "producer closed".to_owned(),
-        PublishErrorKind::Invalid(why) => why.clone(),
+impl std::fmt::Display for PublishError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "publish to {} failed: {}", self.addr, self.kind)
+    }
+}
+
+impl std::error::Error for PublishError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            PublishErrorKind::Server(e) => Some(e),
+            PublishErrorKind::Connect(e) => Some(&**e),
+            PublishErrorKind::Disconnected(why) => Some(why),
+            PublishErrorKind::Invalid(why) => Some(why),
+            PublishErrorKind::Timeout(_)
+            | PublishErrorKind::Stopped
+            | PublishErrorKind::NoNodes => None,
+        }
     }
 }
 
@@ -427,7 +501,8 @@ impl PublishError {
     }
 
     /// Whether publishing the same bodies again (to this nsqd or another) can succeed:
-    /// connection failures, timeouts, and nsqd refusing because it is exiting or full.
+    /// connection failures other than [permanent](ConnectError::is_permanent) ones, lost
+    /// connections, timeouts, and nsqd refusing because it is exiting or full.
     ///
     /// ```
     /// use nsq_client::{PublishError, PublishErrorKind};
@@ -438,15 +513,39 @@ impl PublishError {
     /// ```
     pub fn is_retriable(&self) -> bool {
         match &self.kind {
-            PublishErrorKind::Connect(_)
-            | PublishErrorKind::Disconnected
-            | PublishErrorKind::Timeout(_) => true,
+            PublishErrorKind::Connect(e) => !e.is_permanent(),
+            PublishErrorKind::Disconnected(_) | PublishErrorKind::Timeout(_) => true,
             PublishErrorKind::Server(e) => matches!(
                 e.code,
                 ErrorCode::PubFailed | ErrorCode::MpubFailed | ErrorCode::DpubFailed
             ),
-            PublishErrorKind::Closed | PublishErrorKind::Invalid(_) => false,
+            PublishErrorKind::Stopped
+            | PublishErrorKind::Invalid(_)
+            | PublishErrorKind::NoNodes => false,
         }
+    }
+
+    /// The connection error, when no connection to nsqd could be made.
+    ///
+    /// ```
+    /// # fn check(err: &nsq_client::PublishError) {
+    /// if let Some(e) = err.connect_error() {
+    ///     eprintln!("cannot reach {}: {e} (permanent: {})", e.addr(), e.is_permanent());
+    /// }
+    /// # }
+    /// ```
+    pub fn connect_error(&self) -> Option<&ConnectError> {
+        match &self.kind {
+            PublishErrorKind::Connect(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Whether a pool should try another nsqd with these bodies: whenever a retry can
+    /// succeed, and on any connection failure (even a permanent one: another nsqd may be
+    /// configured differently, or be reachable).
+    pub(crate) fn fails_over(&self) -> bool {
+        self.is_retriable() || matches!(self.kind, PublishErrorKind::Connect(_))
     }
 
     /// The bodies of the failed publish.
@@ -488,7 +587,88 @@ impl PublishError {
 
 #[cfg(test)]
 mod tests {
+    use std::error::Error as _;
+
     use super::*;
+
+    fn publish_error(kind: PublishErrorKind) -> PublishError {
+        PublishError::new(kind, "h:4150", vec![Bytes::from_static(b"x")])
+    }
+
+    #[test]
+    fn the_source_of_a_publish_error_is_its_typed_cause() {
+        let refused = ServerError {
+            code: ErrorCode::BadTopic,
+            description: "PUB topic name \"a b\" is not valid".into(),
+        };
+        let err = publish_error(PublishErrorKind::Server(refused.clone()));
+        assert_eq!(err.source().and_then(|s| s.downcast_ref()), Some(&refused));
+
+        let connect = ConnectError::AuthRequired {
+            addr: "h:4150".into(),
+        };
+        let err = publish_error(PublishErrorKind::Connect(Arc::new(connect)));
+        let source = err.source().and_then(|s| s.downcast_ref::<ConnectError>());
+        assert!(
+            matches!(source, Some(ConnectError::AuthRequired { .. })),
+            "{err}"
+        );
+
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let err = publish_error(PublishErrorKind::Disconnected(io.into()));
+        let why = err
+            .source()
+            .and_then(|s| s.downcast_ref::<DisconnectReason>());
+        assert!(matches!(why, Some(DisconnectReason::Io(_))), "{err}");
+        // ... and the chain goes on to the I/O error itself.
+        let io = why
+            .and_then(|w| w.source())
+            .and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(
+            io.map(|e| e.kind()),
+            Some(std::io::ErrorKind::ConnectionReset)
+        );
+
+        let err = publish_error(PublishErrorKind::Invalid(InvalidPublish::EmptyBody));
+        assert!(err.source().is_some_and(|s| s.is::<InvalidPublish>()));
+        assert!(
+            publish_error(PublishErrorKind::Timeout(Duration::from_secs(1)))
+                .source()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_permanent_connect_error_is_not_retriable_but_fails_over() {
+        let permanent = publish_error(PublishErrorKind::Connect(Arc::new(
+            ConnectError::HttpPort {
+                addr: "h:4151".into(),
+            },
+        )));
+        assert!(!permanent.is_retriable());
+        assert!(permanent.fails_over());
+        let transient = publish_error(PublishErrorKind::Connect(Arc::new(ConnectError::Timeout {
+            addr: "h:4150".into(),
+            after: Duration::from_secs(1),
+        })));
+        assert!(transient.is_retriable());
+        assert!(transient.fails_over());
+        for kind in [
+            PublishErrorKind::Stopped,
+            PublishErrorKind::Invalid(InvalidPublish::EmptyBatch),
+        ] {
+            let err = publish_error(kind);
+            assert!(!err.is_retriable() && !err.fails_over(), "{err}");
+        }
+        let lost = publish_error(PublishErrorKind::Disconnected(
+            DisconnectReason::ClosedByPeer,
+        ));
+        assert!(lost.is_retriable());
+        assert_eq!(
+            lost.to_string(),
+            "publish to h:4150 failed: connection lost before nsqd answered: nsqd closed the connection"
+        );
+    }
 
     fn refused(code: ErrorCode) -> ConnectError {
         ConnectError::Subscribe {

@@ -66,7 +66,6 @@ mod conn;
 mod consumer;
 mod error;
 mod lookupd;
-mod pool;
 mod producer;
 
 pub use config::{Compression, ConnectionConfig, TlsConfig};
@@ -76,10 +75,12 @@ pub use consumer::{
     Message,
 };
 pub use error::{
-    ConfigError, ConnectError, DisconnectReason, LookupdError, PublishError, PublishErrorKind,
+    ConfigError, ConnectError, DisconnectReason, InvalidPublish, LookupdError, PublishError,
+    PublishErrorKind,
 };
-pub use pool::{ProducerPool, Strategy};
-pub use producer::{Producer, ProducerConfig};
+pub use producer::{
+    NodeStats, PoolStats, Producer, ProducerConfig, ProducerPool, ProducerStats, Strategy,
+};
 
 /// The NSQ wire protocol ([`nsq_proto`]).
 pub use nsq_proto as proto;

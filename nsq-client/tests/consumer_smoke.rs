@@ -14,7 +14,7 @@ async fn consumes_everything_from_two_brokers_and_stops_clean() {
         let p = Producer::new(nsqd.tcp_addr().to_string(), ProducerConfig::default()).unwrap();
         let bodies = (0..500).map(|n| format!("{i}-{n}").into()).collect();
         p.multi_publish(&topic, bodies).await.unwrap();
-        p.close().await;
+        p.stop().await;
     }
     let mut consumer = Consumer::builder(topic, Channel::new("c").unwrap())
         .nsqd(a.tcp_addr().to_string())

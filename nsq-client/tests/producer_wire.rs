@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use nsq_client::proto::Topic;
-use nsq_client::{Producer, ProducerConfig, PublishError, PublishErrorKind};
+use nsq_client::{DisconnectReason, Producer, ProducerConfig, PublishError, PublishErrorKind};
 use nsq_proto::{Command, ErrorCode, Frame, Response, ServerCodec, ServerError};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -66,10 +66,7 @@ fn nsqd_answering_ok(
 fn publishes_of(producer: &Producer, topic: &Topic, bodies: &[&str]) -> Vec<Publish> {
     let mut publishes: Vec<Publish> = bodies
         .iter()
-        .map(|b| {
-            let (p, t, b) = (producer.clone(), topic.clone(), body(b));
-            Box::pin(async move { p.publish(&t, b).await }) as Publish
-        })
+        .map(|b| Box::pin(producer.publish(topic, body(b))) as Publish)
         .collect();
     queue_all(&mut publishes);
     publishes
@@ -168,7 +165,17 @@ async fn neighbouring_publishes_to_one_topic_share_an_mpub_and_its_answer() {
         assert_eq!(err.into_bodies(), vec![body(expected)], "its own body back");
     }
     let err = answers.next().unwrap().unwrap_err();
-    assert_eq!(err.kind(), &PublishErrorKind::Disconnected, "{err}");
+    // nsqd closes the connection after a fatal error: what was written after it is lost,
+    // and says why.
+    assert!(
+        matches!(
+            err.kind(),
+            PublishErrorKind::Disconnected(DisconnectReason::Server(e)) if e.code == ErrorCode::MpubFailed
+        ),
+        "{err}"
+    );
+    let source = std::error::Error::source(&err).expect("a cause");
+    assert!(source.is::<DisconnectReason>(), "{source:?}");
     assert_eq!(err.into_bodies(), vec![body("d0")]);
 }
 
@@ -228,4 +235,55 @@ async fn a_body_above_the_merge_bound_goes_alone() {
             mpub(&["c", "d"]),
         ]
     );
+}
+
+/// A publish is queued when it is called, not when its future is first polled: futures
+/// polled in the reverse order still go out in the order of the calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_go_out_in_the_order_of_the_calls() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (go, go_rx) = oneshot::channel();
+    let nsqd = nsqd_answering_ok(listener, go_rx, 1);
+    let producer = Producer::new(addr.to_string(), ProducerConfig::default()).unwrap();
+    let t = Topic::new("t").unwrap();
+    let mut publishes: Vec<Publish> = ["first", "second", "third"]
+        .iter()
+        .map(|b| Box::pin(producer.publish(&t, body(b))) as Publish)
+        .collect();
+    publishes.reverse();
+    queue_all(&mut publishes);
+    go.send(()).unwrap();
+    for answer in futures::future::join_all(publishes).await {
+        answer.unwrap();
+    }
+    let mpub = Command::Mpub {
+        topic: t.clone(),
+        bodies: vec![body("first"), body("second"), body("third")],
+    };
+    assert_eq!(nsqd.await.unwrap(), vec![mpub]);
+}
+
+/// Requests count in flight from the call until nsqd's answer, queued or written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_count_in_flight_until_answered() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (go, go_rx) = oneshot::channel();
+    let nsqd = nsqd_answering_ok(listener, go_rx, 1);
+    let producer = Producer::new(addr.to_string(), ProducerConfig::default()).unwrap();
+    let t = Topic::new("t").unwrap();
+    let publishes = publishes_of(&producer, &t, &["a", "b", "c"]);
+    let stats = producer.stats();
+    assert_eq!(stats.in_flight, 3, "{stats:?}");
+    assert!(!stats.connected, "IDENTIFY is not answered yet: {stats:?}");
+    go.send(()).unwrap();
+    for answer in futures::future::join_all(publishes).await {
+        answer.unwrap();
+    }
+    let stats = producer.stats();
+    assert_eq!(stats.in_flight, 0, "{stats:?}");
+    assert_eq!(stats.messages_published, 3, "{stats:?}");
+    assert!(stats.connected, "{stats:?}");
+    nsqd.await.unwrap();
 }

@@ -22,7 +22,7 @@ async fn publishes_are_answered_in_order_under_pipelining() {
     assert!(!err.is_retriable());
     producer.ping().await.unwrap();
     assert_eq!(nsqd.stats().topic("smoke").unwrap().message_count, 10_000);
-    producer.close().await;
+    producer.stop().await;
 }
 
 #[tokio::test]
@@ -46,5 +46,5 @@ async fn pool_fails_over_when_a_broker_goes_away() {
     }
     let on_b = b.stats().topic("pool").unwrap().message_count;
     assert!(on_b >= 150, "{on_b}");
-    pool.close().await;
+    pool.stop().await;
 }

@@ -259,7 +259,7 @@ async fn lookupd_cluster(kind: BrokerKind) {
                     let bodies: Vec<Bytes> = chunk.iter().map(|&i| body(k, i)).collect();
                     producer.multi_publish(&topic(), bodies).await.unwrap();
                 }
-                producer.close().await;
+                producer.stop().await;
             })
         })
         .collect();
@@ -371,7 +371,7 @@ async fn ten_brokers(kind: BrokerKind) {
     );
     consumer.stop().await;
     for p in &producers {
-        p.close().await;
+        p.stop().await;
     }
     assert_settled(&http_addrs(&brokers), 0, what).await;
 }
@@ -411,7 +411,7 @@ fn publish_until(
             }
             i += 1;
         }
-        producer.close().await;
+        producer.stop().await;
         ok
     })
 }
@@ -633,7 +633,7 @@ async fn loaded(kind: BrokerKind, what: &str) -> Option<(Vec<Broker>, Consumer)>
         let p = producer(b.tcp_addr());
         let bodies: Vec<Bytes> = (0..STOP_PER_BROKER).map(|i| body(k, i)).collect();
         p.multi_publish(&topic(), bodies).await.unwrap();
-        p.close().await;
+        p.stop().await;
     }
     Some((brokers, consumer))
 }
@@ -781,7 +781,7 @@ async fn backoff(kind: BrokerKind) {
         let p = producer(b.tcp_addr());
         let bodies: Vec<Bytes> = (0..PER_BROKER).map(|i| body(k, i)).collect();
         p.multi_publish(&topic(), bodies).await.unwrap();
-        p.close().await;
+        p.stop().await;
     }
 
     let total = (BROKERS * PER_BROKER) as u64;
@@ -904,7 +904,7 @@ async fn runtime_max_in_flight(kind: BrokerKind) {
         let p = producer(b.tcp_addr());
         let bodies: Vec<Bytes> = (0..PER_BROKER).map(|i| body(k, i)).collect();
         p.multi_publish(&topic(), bodies).await.unwrap();
-        p.close().await;
+        p.stop().await;
     }
     // Paused: nothing is delivered, the brokers keep everything queued.
     let paused = tokio::time::timeout(Duration::from_millis(300), consumer.next()).await;

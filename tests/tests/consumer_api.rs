@@ -768,11 +768,13 @@ async fn identity(kind: BrokerKind) {
     let local: std::net::SocketAddr = "127.0.0.7:0".parse().unwrap();
     let consumer = Consumer::builder(topic("identity"), channel("c"))
         .nsqd(broker.tcp_addr().to_string())
-        .config(ConsumerConfig::default().connection(
-            ConnectionConfig::default()
-                .local_addr(local)
-                .topology("eu-west-1", "eu-west-1a"),
-        ))
+        .config(
+            ConsumerConfig::default().connection(
+                ConnectionConfig::default()
+                    .local_addr(local)
+                    .topology("eu-west-1", "eu-west-1a"),
+            ),
+        )
         .build()
         .unwrap();
     consumer.connected(WAIT).await.unwrap();
@@ -786,7 +788,10 @@ async fn identity(kind: BrokerKind) {
     if kind == BrokerKind::Lite {
         // nsqd 1.3.0 predates the topology fields and ignores them (it accepted the IDENTIFY).
         assert_eq!(
-            (client.topology_region.as_str(), client.topology_zone.as_str()),
+            (
+                client.topology_region.as_str(),
+                client.topology_zone.as_str()
+            ),
             ("eu-west-1", "eu-west-1a")
         );
     }
@@ -849,10 +854,14 @@ async fn an_https_lookupd_is_asked_with_the_connections_tls_configuration() {
     })
     .await;
     let https = tls_terminator(&certs, lookupd.http_addr()).await;
-    let tls = nsq_client::TlsConfig::new(certs.client_config())
-        .server_name(nsq_tests::tls::SERVER_NAME);
+    let tls =
+        nsq_client::TlsConfig::new(certs.client_config()).server_name(nsq_tests::tls::SERVER_NAME);
     let consumer = Consumer::builder(topic("secure"), channel("c"))
-        .lookupd(format!("https://{}:{}", nsq_tests::tls::SERVER_NAME, https.port()))
+        .lookupd(format!(
+            "https://{}:{}",
+            nsq_tests::tls::SERVER_NAME,
+            https.port()
+        ))
         .config(ConsumerConfig::default().connection(ConnectionConfig::default().tls(tls)))
         .build()
         .unwrap();
@@ -863,7 +872,11 @@ async fn an_https_lookupd_is_asked_with_the_connections_tls_configuration() {
 
     // Without the CA, the same lookupd is refused, and says why.
     let consumer = Consumer::builder(topic("secure"), channel("c"))
-        .lookupd(format!("https://{}:{}", nsq_tests::tls::SERVER_NAME, https.port()))
+        .lookupd(format!(
+            "https://{}:{}",
+            nsq_tests::tls::SERVER_NAME,
+            https.port()
+        ))
         .build()
         .unwrap();
     let err = consumer

@@ -10,7 +10,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
 use nsq_client::proto::{ErrorCode, Topic};
-use nsq_client::{Producer, ProducerConfig, PublishErrorKind};
+use nsq_client::{
+    ConnectError, ConnectionConfig, Producer, ProducerConfig, ProducerStats, PublishErrorKind,
+};
 use nsq_tests::broker::{Broker, BrokerKind, BrokerOpts};
 use nsq_tests::consume;
 use nsq_tests::proxy::Proxy;
@@ -65,7 +67,7 @@ async fn every_call_is_answered_and_lands() {
         .await
         .unwrap();
         assert_eq!(bodies, ["one", "two", "three"]);
-        p.close().await;
+        p.stop().await;
     });
 }
 
@@ -100,7 +102,7 @@ async fn a_hundred_thousand_pipelined_publishes_all_arrive_intact() {
         let want: HashSet<Bytes> = (0..N).map(body).collect();
         assert_eq!(got.len(), N, "duplicates arrived");
         assert!(got == want, "bodies differ from what was published");
-        p.close().await;
+        p.stop().await;
     });
 }
 
@@ -123,7 +125,7 @@ async fn callers_finding_the_queue_full_wait_for_room_and_are_all_answered() {
         assert!(results.iter().all(Result::is_ok), "a publish failed");
         let stats = broker.topic_stats("full").await.unwrap();
         assert_eq!(stats["message_count"], 500, "{stats}");
-        p.close().await;
+        p.stop().await;
     });
 }
 
@@ -159,7 +161,7 @@ async fn a_timed_out_or_dropped_publish_leaves_the_connection_usable() {
         let count = stats["message_count"].as_u64().unwrap();
         // before, timed out, (dropped, if it was written), after, a, b
         assert!((5..=6).contains(&count), "{stats}");
-        p.close().await;
+        p.stop().await;
     });
 }
 
@@ -206,6 +208,14 @@ async fn the_http_port_given_by_mistake_is_named() {
         let p = producer(broker.http_addr());
         let err = p.publish(&Topic::new("t").unwrap(), "x").await.unwrap_err();
         assert!(err.to_string().contains("HTTP port"), "{err}");
+        // Trying again cannot help: it is not retriable, and the cause says why.
+        assert!(
+            matches!(err.connect_error(), Some(ConnectError::HttpPort { .. })),
+            "{err}"
+        );
+        assert!(!err.is_retriable(), "{err}");
+        let source = std::error::Error::source(&err).expect("a cause");
+        assert!(source.is::<ConnectError>(), "{source:?}");
     });
 }
 
@@ -222,6 +232,155 @@ async fn an_nsqd_error_is_typed_and_the_next_publish_reconnects() {
         assert!(!err.is_retriable());
         assert_eq!(err.into_body(), Some(big));
         p.publish(&topic, "fine").await.unwrap();
-        p.close().await;
+        p.stop().await;
     });
+}
+
+/// The publish futures borrow neither the producer nor the topic: they can be spawned, and
+/// outlive both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_futures_can_be_spawned() {
+    each_broker!(|broker| {
+        let p = producer(broker.tcp_addr());
+        let spawned = {
+            let topic = Topic::new("spawned").unwrap();
+            vec![
+                tokio::spawn(p.ping()),
+                tokio::spawn(p.publish(&topic, "x")),
+                tokio::spawn(p.multi_publish(&topic, vec![Bytes::from("y"), Bytes::from("z")])),
+                tokio::spawn(p.deferred_publish(&topic, Duration::from_secs(60), "later")),
+            ]
+        };
+        let pool = nsq_client::ProducerPool::new(
+            [broker.tcp_addr().to_string()],
+            ProducerConfig::default(),
+            nsq_client::Strategy::RoundRobin,
+        )
+        .unwrap();
+        let from_pool = {
+            let topic = Topic::new("spawned").unwrap();
+            vec![
+                tokio::spawn(pool.publish(&topic, "p")),
+                tokio::spawn(pool.multi_publish(&topic, vec![Bytes::from("q")])),
+                tokio::spawn(pool.deferred_publish(&topic, Duration::from_secs(60), "r")),
+            ]
+        };
+        for task in spawned.into_iter().chain(from_pool) {
+            task.await.expect("no panic").expect("published");
+        }
+        let stats = broker.topic_stats("spawned").await.unwrap();
+        assert_eq!(stats["message_count"], 7, "{stats}");
+        p.stop().await;
+        pool.stop().await;
+    });
+}
+
+/// A producer's counters: messages published (each of an MPUB), publishes failed, nothing
+/// left in flight once all is answered, and a reconnect after nsqd closed the connection.
+#[tokio::test]
+async fn stats_count_what_was_published_failed_and_reconnected() {
+    let nsqd = nsq_server_lite::Nsqd::builder()
+        .max_msg_size(100)
+        .start()
+        .await
+        .unwrap();
+    let p = producer(nsqd.tcp_addr());
+    assert_eq!(
+        p.stats(),
+        ProducerStats::default(),
+        "nothing before the first call"
+    );
+    let topic = Topic::new("stats").unwrap();
+    p.ping().await.unwrap();
+    let stats = p.stats();
+    assert!(stats.connected);
+    assert_eq!(stats.messages_published, 0, "a ping publishes nothing");
+    p.publish(&topic, "one").await.unwrap();
+    p.multi_publish(&topic, vec![Bytes::from("two"), Bytes::from("three")])
+        .await
+        .unwrap();
+    p.deferred_publish(&topic, Duration::from_secs(60), "four")
+        .await
+        .unwrap();
+    let stats = p.stats();
+    assert_eq!(stats.messages_published, 4, "{stats:?}");
+    assert_eq!(stats.publishes_failed, 0, "{stats:?}");
+    assert_eq!(stats.in_flight, 0, "{stats:?}");
+    assert_eq!(stats.reconnects, 0, "{stats:?}");
+
+    // Above --max-msg-size: E_BAD_MESSAGE, after which nsqd closes the connection.
+    let err = p.publish(&topic, vec![b'x'; 101]).await.unwrap_err();
+    assert!(err.server_error().is_some(), "{err}");
+    // Refused before it is sent, but a failed publish all the same.
+    p.publish(&topic, Bytes::new()).await.unwrap_err();
+    p.publish(&topic, "five").await.unwrap();
+    let stats = p.stats();
+    assert_eq!(stats.messages_published, 5, "{stats:?}");
+    assert_eq!(stats.publishes_failed, 2, "{stats:?}");
+    assert_eq!(stats.reconnects, 1, "{stats:?}");
+    assert!(stats.connected, "{stats:?}");
+    assert_eq!(stats.in_flight, 0, "{stats:?}");
+    assert_eq!(nsqd.stats().topic("stats").unwrap().message_count, 5);
+    p.stop().await;
+    assert!(!p.stats().connected, "closed");
+}
+
+#[tokio::test]
+async fn stats_of_an_unreachable_nsqd_count_failures_and_no_connection() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let p = producer(addr);
+    let topic = Topic::new("t").unwrap();
+    p.publish(&topic, "a").await.unwrap_err();
+    p.multi_publish(&topic, vec![Bytes::from("b"), Bytes::from("c")])
+        .await
+        .unwrap_err();
+    p.ping().await.unwrap_err();
+    let stats = p.stats();
+    assert_eq!(
+        stats.publishes_failed, 2,
+        "pings are not publishes: {stats:?}"
+    );
+    assert_eq!(stats.messages_published, 0, "{stats:?}");
+    assert_eq!(stats.in_flight, 0, "{stats:?}");
+    assert_eq!(stats.reconnects, 0, "{stats:?}");
+    assert!(!stats.connected, "{stats:?}");
+}
+
+/// With heartbeats disabled, nsqd sends none and the producer has no read deadline: it
+/// publishes, and stays connected while a neighbour asking for 1 s heartbeats gets them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_without_heartbeats_publishes_and_gets_none() {
+    // The broker's own heartbeat, for clients that do not ask, is 1 s.
+    let nsqd = nsq_server_lite::Nsqd::builder()
+        .client_timeout(Duration::from_secs(2))
+        .start()
+        .await
+        .unwrap();
+    let with = |connection: ConnectionConfig| {
+        let config = ProducerConfig::default().connection(connection);
+        Producer::new(nsqd.tcp_addr().to_string(), config).unwrap()
+    };
+    let quiet = with(ConnectionConfig::default().disable_heartbeats());
+    let beating = with(ConnectionConfig::default().heartbeat_interval(Duration::from_secs(1)));
+    let topic = Topic::new("quiet").unwrap();
+    quiet.publish(&topic, "one").await.unwrap();
+    beating.ping().await.unwrap();
+    // Two heartbeats to the neighbour: over a second has passed with both connected.
+    nsq_tests::eventually("two heartbeats", Duration::from_secs(10), || async {
+        match beating.stats().heartbeats {
+            n if n >= 2 => Ok(()),
+            n => Err(format!("{n} heartbeats")),
+        }
+    })
+    .await;
+    let stats = quiet.stats();
+    assert_eq!(stats.heartbeats, 0, "{stats:?}");
+    assert!(stats.connected, "{stats:?}");
+    quiet.publish(&topic, "two").await.unwrap();
+    assert_eq!(quiet.stats().reconnects, 0, "the same connection");
+    assert_eq!(nsqd.stats().topic("quiet").unwrap().message_count, 2);
+    quiet.stop().await;
+    beating.stop().await;
 }

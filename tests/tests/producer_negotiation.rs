@@ -169,7 +169,7 @@ async fn negotiation_case(kind: BrokerKind, certs: &TestCerts, case: Case) {
         "deflate: {what}"
     );
     assert!(!client.authed, "authed: {what}");
-    p.close().await;
+    p.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,9 +199,12 @@ async fn assert_refused(broker: &Broker, connection: ConnectionConfig, expected:
         .await
         .unwrap_err();
     match err.kind() {
-        PublishErrorKind::Connect(why) => assert!(why.contains(expected), "{why}"),
+        PublishErrorKind::Connect(why) => assert!(why.to_string().contains(expected), "{why}"),
         other => panic!("expected a connect error, got {other:?}: {err}"),
     }
+    // The cause is the typed connect error itself.
+    let source = std::error::Error::source(&err).expect("a cause");
+    assert!(source.is::<nsq_client::ConnectError>(), "{source:?}");
     assert_eq!(err.into_body().as_deref(), Some(&b"x"[..]));
     assert_eq!(message_count(broker).await, 0);
 }
@@ -293,7 +296,7 @@ async fn auth_with_the_right_secret_publishes_and_is_authed() {
         assert!(client.authed, "{what}");
         assert_eq!(client.auth_identity, "producer", "{what}");
         assert!(!client.tls && !client.snappy && !client.deflate, "{what}");
-        p.close().await;
+        p.stop().await;
     }
 }
 

@@ -247,7 +247,7 @@ async fn round_robin_failover(kind: BrokerKind) {
         held.len() - unique.len()
     );
     assert_eq!(unique.len(), N, "{what}: bodies that were never published");
-    pool.close().await;
+    pool.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -301,7 +301,7 @@ async fn prefer_first_sends_everything_to_the_first_healthy_broker() {
             [M as u64, M as u64, 0],
             "{what}"
         );
-        pool.close().await;
+        pool.stop().await;
     }
 }
 
@@ -333,7 +333,94 @@ async fn publishes_survive_a_real_nsqd_being_killed() {
     for (k, (a, b)) in at_kill.iter().zip(&after).enumerate() {
         assert!(b > a, "live nsqd {k} took nothing after the kill");
     }
-    pool.close().await;
+    pool.stop().await;
+}
+
+/// A node that refuses for good (here: its HTTP port given for its TCP port) is an error
+/// no retry on that node can fix, yet the pool still tries the next node with the body.
+#[tokio::test]
+async fn a_node_that_cannot_be_connected_to_for_good_is_skipped() {
+    for kind in KINDS {
+        if !kind.available() {
+            continue;
+        }
+        let what = kind.name();
+        let brokers = start_brokers(kind, 1, &BrokerOpts::default()).await;
+        let broker = &brokers[0];
+        let addrs = [
+            broker.http_addr().to_string(),
+            broker.tcp_addr().to_string(),
+        ];
+        let pool =
+            ProducerPool::new(addrs, ProducerConfig::default(), Strategy::PreferFirst).unwrap();
+        let topic = Topic::new(TOPIC).unwrap();
+        pool.publish(&topic, body(0)).await.expect(what);
+        assert_eq!(message_count(broker).await, 1, "{what}");
+        pool.stop().await;
+    }
+}
+
+/// The pool counts its own calls (one published, one failover) and each node its own (the
+/// dead one a failure, the live one the message).
+#[tokio::test]
+async fn pool_stats_count_calls_failovers_and_each_node() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let live = nsq_server_lite::Nsqd::start().await.unwrap();
+    let addrs = [dead.clone(), live.tcp_addr().to_string()];
+    let pool = ProducerPool::new(addrs, ProducerConfig::default(), Strategy::PreferFirst).unwrap();
+    let topic = Topic::new(TOPIC).unwrap();
+    pool.publish(&topic, body(0)).await.unwrap();
+    pool.multi_publish(&topic, vec![body(1), body(2)])
+        .await
+        .unwrap();
+    let stats = pool.stats();
+    assert_eq!(stats.messages_published, 3, "{stats:?}");
+    assert_eq!(stats.publishes_failed, 0, "{stats:?}");
+    // The first publish found the dead node; the second started at the live one, the dead
+    // one cooling down.
+    assert_eq!(stats.failovers, 1, "{stats:?}");
+    assert_eq!(stats.connected, 1, "{stats:?}");
+    assert_eq!(stats.in_flight, 0, "{stats:?}");
+    let (first, second) = (&stats.nodes[0], &stats.nodes[1]);
+    assert_eq!(first.addr, dead);
+    assert!(first.cooling_down, "{stats:?}");
+    assert_eq!(first.producer.publishes_failed, 1, "{stats:?}");
+    assert!(!first.producer.connected, "{stats:?}");
+    assert!(!second.cooling_down, "{stats:?}");
+    assert_eq!(second.producer.messages_published, 3, "{stats:?}");
+
+    // Every node failing: one failed pool publish.
+    let only_dead =
+        ProducerPool::new([dead], ProducerConfig::default(), Strategy::PreferFirst).unwrap();
+    only_dead.publish(&topic, body(3)).await.unwrap_err();
+    let stats = only_dead.stats();
+    assert_eq!(stats.publishes_failed, 1, "{stats:?}");
+    assert_eq!(stats.failovers, 0, "{stats:?}");
+    pool.stop().await;
+}
+
+/// A lookupd that takes the connection and never answers is given up on after
+/// `lookupd_poll_timeout`, not after a fixed 5 s.
+#[tokio::test]
+async fn the_lookupd_poll_timeout_bounds_the_first_discovery() {
+    // Connections complete (the backlog takes them) but nothing is ever read or answered.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = ProducerConfig::default().lookupd_poll_timeout(Duration::from_millis(200));
+    let pool = tokio::time::timeout(
+        Duration::from_secs(3),
+        ProducerPool::with_lookupd(
+            [silent.local_addr().unwrap().to_string()],
+            config,
+            Strategy::RoundRobin,
+            Duration::from_secs(60),
+        ),
+    )
+    .await
+    .expect("discovery gave up within the poll timeout");
+    assert!(pool.is_err(), "no nsqd found");
+    drop(silent);
 }
 
 /// The TCP ports of the nsqd that the lookupd's `/nodes` lists.
@@ -404,6 +491,6 @@ async fn a_pool_from_lookupd_finds_every_broker_and_publishes() {
         let refs: Vec<&Broker> = brokers.iter().collect();
         let half = (M / 2) as u64;
         assert_eq!(message_counts(&refs).await, [half, half], "{what}");
-        pool.close().await;
+        pool.stop().await;
     }
 }

@@ -300,8 +300,8 @@ mod tests {
 
     #[test]
     fn a_consumer_refuses_disabled_heartbeats_which_nsqd_refuses_for_sub() {
-        let config = ConsumerConfig::default()
-            .connection(ConnectionConfig::default().disable_heartbeats());
+        let config =
+            ConsumerConfig::default().connection(ConnectionConfig::default().disable_heartbeats());
         let err = config.validate().unwrap_err();
         assert!(err.to_string().contains("heartbeats"), "{err}");
     }

@@ -331,11 +331,7 @@ impl Consumer {
             return;
         }
         // Requeue what was delivered but not taken, while the connections are still open.
-        let inbox = self
-            .inbox
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(mut inbox) = inbox {
             loop {
                 tokio::select! {

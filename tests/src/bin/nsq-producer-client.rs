@@ -243,7 +243,7 @@ async fn run(o: &Opts) -> Result<usize, String> {
     for task in tasks {
         task.await.map_err(|e| e.to_string())??;
     }
-    producer.close().await;
+    producer.stop().await;
     Ok(units * per)
 }
 

@@ -1,6 +1,8 @@
 //! Publishing to a set of nsqd with failover: a publish that fails in a way a retry can fix
-//! (connection lost, no answer, nsqd exiting) goes to the next node with its bodies handed
-//! back, so one nsqd's death does not fail publishes.
+//! (connection lost, no answer, nsqd exiting) or that could not connect at all (even for a
+//! reason that will not pass by itself, such as a refused TLS handshake: the next node may
+//! differ) goes to the next node with its bodies handed back, so one nsqd's death does not
+//! fail publishes.
 //!
 //! A publish that was written before its connection died may have been taken by nsqd, so a
 //! retry elsewhere can deliver it twice. NSQ is at-least-once; consumers already handle
@@ -8,7 +10,8 @@
 //! publish `OK` that no nsqd answered `OK`.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -18,8 +21,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::{Producer, ProducerConfig, ProducerStats};
 use crate::error::{ConfigError, PublishError, PublishErrorKind};
-use crate::producer::{Producer, ProducerConfig};
 
 /// Which node a pool tries first.
 ///
@@ -54,12 +57,71 @@ struct PoolInner {
     cooldown: Duration,
     cancel: CancellationToken,
     tasks: TaskTracker,
+    messages_published: AtomicU64,
+    publishes_failed: AtomicU64,
+    failovers: AtomicU64,
 }
 
 impl Drop for PoolInner {
     fn drop(&mut self) {
         self.cancel.cancel();
     }
+}
+
+/// A pool's counters at one moment (see [`ProducerPool::stats`]).
+///
+/// The pool counts its own calls: a publish that failed on one node and succeeded on the
+/// next is one message published and one failover here, while the first node's
+/// [`ProducerStats`] count it failed and the second's published.
+///
+/// ```
+/// # fn show(pool: &nsq_client::ProducerPool) {
+/// let stats = pool.stats();
+/// println!("{} published, {} failed, {} failovers", stats.messages_published, stats.publishes_failed, stats.failovers);
+/// for node in &stats.nodes {
+///     println!("{}: connected {}, in flight {}", node.addr, node.producer.connected, node.producer.in_flight);
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolStats {
+    /// Messages whose pool publish returned `Ok`; each message of an MPUB counts.
+    pub messages_published: u64,
+    /// Pool publishes that returned an error (after every node it tried); an MPUB counts once.
+    pub publishes_failed: u64,
+    /// Times a publish went on to the next node after a failure.
+    pub failovers: u64,
+    /// Requests in flight, over the current nodes.
+    pub in_flight: u64,
+    /// Reconnects, over the current nodes.
+    pub reconnects: u64,
+    /// How many of the current nodes are connected now.
+    pub connected: usize,
+    /// Each current node, in the pool's order.
+    pub nodes: Vec<NodeStats>,
+}
+
+/// One node of a pool (see [`PoolStats`]).
+///
+/// ```
+/// # fn show(pool: &nsq_client::ProducerPool) {
+/// for node in pool.stats().nodes {
+///     if node.cooling_down {
+///         eprintln!("{} failed recently; tried last", node.addr);
+///     }
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeStats {
+    /// The nsqd address.
+    pub addr: String,
+    /// Its producer's counters.
+    pub producer: ProducerStats,
+    /// Whether it failed recently, so that publishes try it after the others.
+    pub cooling_down: bool,
 }
 
 /// Producers for several nsqd, with failover between them. Cheap to clone.
@@ -78,7 +140,7 @@ impl Drop for PoolInner {
 /// )?;
 /// let topic = Topic::new("orders")?;
 /// pool.publish(&topic, "order 1").await?; // goes to a, or to b if a is down
-/// pool.close().await;
+/// pool.stop().await;
 /// # Ok(())
 /// # }
 /// ```
@@ -116,7 +178,8 @@ impl ProducerPool {
 
     /// A pool over every nsqd the given nsqlookupd know (their `/nodes`), asked again every
     /// `poll_interval`: new nodes are added, vanished ones closed. The first answer is awaited,
-    /// so the pool has its nodes when this returns.
+    /// so the pool has its nodes when this returns. Each request to a lookupd is bounded by
+    /// [`ProducerConfig::lookupd_poll_timeout`].
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -162,9 +225,11 @@ impl ProducerPool {
         if poll_interval.is_zero() {
             return Err(ConfigError::new("poll_interval must be above zero"));
         }
-        let http =
-            crate::lookupd::http_client(Duration::from_secs(5), config.connection.tls.as_ref())
-                .map_err(|e| ConfigError::new(format!("HTTP client: {e}")))?;
+        let http = crate::lookupd::http_client(
+            config.lookupd_poll_timeout,
+            config.connection.tls.as_ref(),
+        )
+        .map_err(|e| ConfigError::new(format!("HTTP client: {e}")))?;
         let pool = Self::empty(config, strategy)?;
 
         let first = discover(&http, &lookupds).await;
@@ -207,6 +272,9 @@ impl ProducerPool {
                 cooldown,
                 cancel: CancellationToken::new(),
                 tasks: TaskTracker::new(),
+                messages_published: AtomicU64::new(0),
+                publishes_failed: AtomicU64::new(0),
+                failovers: AtomicU64::new(0),
             }),
         })
     }
@@ -235,9 +303,7 @@ impl ProducerPool {
         for (addr, node) in old {
             tracing::info!(%addr, "nsqd left the pool");
             let producer = node.producer;
-            self.inner
-                .tasks
-                .spawn(async move { producer.close().await });
+            self.inner.tasks.spawn(async move { producer.stop().await });
         }
         Ok(())
     }
@@ -286,44 +352,109 @@ impl ProducerPool {
         }
     }
 
-    /// Tries `op` on each node of the plan until one succeeds or an error is not retriable.
-    async fn run<F, Fut>(&self, mut bodies: Vec<Bytes>, op: F) -> Result<(), PublishError>
+    /// Tries `op` on each node of the plan until one succeeds or an error does not fail over
+    /// (see [`PublishError::fails_over`]). The first node's attempt starts now (a producer
+    /// queues its publish when called); the others when the one before failed.
+    fn start<F, Fut>(
+        &self,
+        bodies: Vec<Bytes>,
+        op: F,
+    ) -> impl Future<Output = Result<(), PublishError>> + Send + 'static
     where
-        F: Fn(Producer, Vec<Bytes>) -> Fut,
-        Fut: std::future::Future<Output = Result<(), PublishError>>,
+        F: Fn(&Producer, Vec<Bytes>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), PublishError>> + Send + 'static,
     {
-        let mut last = None;
-        for producer in self.plan() {
-            let addr = producer.addr().to_owned();
-            match op(producer, bodies).await {
-                Ok(()) => {
-                    self.mark(&addr, false);
-                    return Ok(());
-                }
-                Err(err) if err.is_retriable() => {
-                    tracing::warn!(%addr, error = %err, "publish failed; trying the next nsqd");
-                    self.mark(&addr, true);
-                    bodies = err.bodies().to_vec();
-                    if bodies.is_empty() {
-                        // A timeout keeps no bodies (the caller's future may still own them
-                        // in flight); nothing to retry with.
-                        return Err(err);
+        let pool = self.clone();
+        let messages = bodies.len() as u64;
+        let mut plan = self.plan().into_iter();
+        let first = match plan.next() {
+            Some(producer) => Ok((producer.addr().to_owned(), op(&producer, bodies))),
+            None => Err(PublishError::new(PublishErrorKind::NoNodes, "", bodies)),
+        };
+        let attempts = async move {
+            let (mut addr, mut attempt) = first?;
+            loop {
+                let err = match attempt.await {
+                    Ok(()) => {
+                        pool.mark(&addr, false);
+                        return Ok(());
                     }
-                    last = Some(err);
+                    Err(err) if err.fails_over() => err,
+                    Err(err) => return Err(err),
+                };
+                tracing::warn!(%addr, error = %err, "publish failed; trying the next nsqd");
+                pool.mark(&addr, true);
+                // A timeout keeps no bodies (the caller's future may still own them in
+                // flight): nothing to retry with.
+                if err.bodies().is_empty() {
+                    return Err(err);
                 }
-                Err(err) => return Err(err),
+                let Some(next) = plan.next() else {
+                    return Err(err);
+                };
+                pool.inner.failovers.fetch_add(1, Ordering::Relaxed);
+                addr = next.addr().to_owned();
+                attempt = op(&next, err.into_bodies());
             }
+        };
+        let inner = self.inner.clone();
+        async move {
+            let result = attempts.await;
+            match &result {
+                Ok(()) => inner
+                    .messages_published
+                    .fetch_add(messages, Ordering::Relaxed),
+                Err(_) => inner.publishes_failed.fetch_add(1, Ordering::Relaxed),
+            };
+            result
         }
-        Err(last.unwrap_or_else(|| {
-            PublishError::new(
-                PublishErrorKind::Connect("no nsqd in the pool".to_owned()),
-                "",
-                bodies,
-            )
-        }))
     }
 
-    /// Publishes one message to one of the nodes, failing over on retriable errors.
+    /// What the pool has done so far, in total and per node.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let a = nsq_server_lite::Nsqd::start().await?;
+    /// # let b = nsq_server_lite::Nsqd::start().await?;
+    /// use nsq_client::{proto::Topic, ProducerPool, Strategy};
+    /// let pool = ProducerPool::new([a.tcp_addr().to_string(), b.tcp_addr().to_string()], Default::default(), Strategy::PreferFirst)?;
+    /// pool.publish(&Topic::new("t")?, "hello").await?;
+    /// let stats = pool.stats();
+    /// assert_eq!(stats.messages_published, 1);
+    /// assert_eq!(stats.nodes[0].producer.messages_published, 1); // PreferFirst
+    /// assert_eq!(stats.nodes[1].producer.messages_published, 0);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn stats(&self) -> PoolStats {
+        let now = Instant::now();
+        let nodes: Vec<NodeStats> = self
+            .nodes()
+            .iter()
+            .map(|(addr, node)| NodeStats {
+                addr: addr.clone(),
+                producer: node.producer.stats(),
+                cooling_down: node.down_until.is_some_and(|t| t > now),
+            })
+            .collect();
+        PoolStats {
+            messages_published: self.inner.messages_published.load(Ordering::Relaxed),
+            publishes_failed: self.inner.publishes_failed.load(Ordering::Relaxed),
+            failovers: self.inner.failovers.load(Ordering::Relaxed),
+            in_flight: nodes.iter().map(|n| n.producer.in_flight).sum(),
+            reconnects: nodes.iter().map(|n| n.producer.reconnects).sum(),
+            connected: nodes.iter().filter(|n| n.producer.connected).count(),
+            nodes,
+        }
+    }
+
+    /// Publishes one message to one of the nodes, failing over on retriable errors and on
+    /// connection failures.
+    ///
+    /// The future borrows nothing (it can be spawned). The publish is queued on the first
+    /// node when this is called, as [`Producer::publish`] does; a retry on another node
+    /// starts when the attempt before it failed.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -341,12 +472,15 @@ impl ProducerPool {
     /// # Errors
     ///
     /// The last node's [`PublishError`], with the body handed back.
-    pub async fn publish(&self, topic: &Topic, body: impl Into<Bytes>) -> Result<(), PublishError> {
-        self.run(vec![body.into()], |p, mut b| async move {
-            let body = b.pop().unwrap_or_default();
-            p.publish(topic, body).await
+    pub fn publish(
+        &self,
+        topic: &Topic,
+        body: impl Into<Bytes>,
+    ) -> impl Future<Output = Result<(), PublishError>> + Send + 'static {
+        let topic = topic.clone();
+        self.start(vec![body.into()], move |p, mut b| {
+            p.publish(&topic, b.pop().unwrap_or_default())
         })
-        .await
     }
 
     /// Publishes several messages atomically to one node (MPUB), failing over as a whole.
@@ -367,19 +501,16 @@ impl ProducerPool {
     /// # Errors
     ///
     /// The last node's [`PublishError`], with the bodies handed back.
-    pub async fn multi_publish(
+    pub fn multi_publish(
         &self,
         topic: &Topic,
         bodies: Vec<Bytes>,
-    ) -> Result<(), PublishError> {
-        self.run(
-            bodies,
-            |p, b| async move { p.multi_publish(topic, b).await },
-        )
-        .await
+    ) -> impl Future<Output = Result<(), PublishError>> + Send + 'static {
+        let topic = topic.clone();
+        self.start(bodies, move |p, b| p.multi_publish(&topic, b))
     }
 
-    /// Publishes one deferred message (DPUB), failing over on retriable errors.
+    /// Publishes one deferred message (DPUB), failing over as [`publish`](Self::publish) does.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -397,20 +528,21 @@ impl ProducerPool {
     /// # Errors
     ///
     /// The last node's [`PublishError`], with the body handed back.
-    pub async fn deferred_publish(
+    pub fn deferred_publish(
         &self,
         topic: &Topic,
         delay: Duration,
         body: impl Into<Bytes>,
-    ) -> Result<(), PublishError> {
-        self.run(vec![body.into()], |p, mut b| async move {
-            let body = b.pop().unwrap_or_default();
-            p.deferred_publish(topic, delay, body).await
+    ) -> impl Future<Output = Result<(), PublishError>> + Send + 'static {
+        let topic = topic.clone();
+        self.start(vec![body.into()], move |p, mut b| {
+            p.deferred_publish(&topic, delay, b.pop().unwrap_or_default())
         })
-        .await
     }
 
-    /// Closes every producer and stops lookupd polling.
+    /// Stops every producer (each as [`Producer::stop`] does: queued publishes finish within
+    /// their timeout) and the lookupd polling; returns when all is closed. A publish called
+    /// after it fails with [`PublishErrorKind::Stopped`].
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -420,11 +552,14 @@ impl ProducerPool {
     /// use nsq_client::{proto::Topic, ProducerPool, Strategy};
     /// let pool = ProducerPool::new([a.tcp_addr().to_string(), b.tcp_addr().to_string()], Default::default(), Strategy::PreferFirst)?;
     /// let topic = Topic::new("t")?;
-    /// pool.close().await;
+    /// pool.publish(&topic, "last").await?;
+    /// pool.stop().await;
+    /// let err = pool.publish(&topic, "too late").await.unwrap_err();
+    /// assert!(matches!(err.kind(), nsq_client::PublishErrorKind::Stopped));
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn close(&self) {
+    pub async fn stop(&self) {
         self.inner.cancel.cancel();
         let producers: Vec<Producer> = self
             .nodes()
@@ -432,7 +567,7 @@ impl ProducerPool {
             .map(|(_, n)| n.producer.clone())
             .collect();
         for p in producers {
-            p.close().await;
+            p.stop().await;
         }
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
