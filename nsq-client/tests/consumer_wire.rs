@@ -290,3 +290,53 @@ async fn disabled_backoff_keeps_rdy_after_failures() {
         .expect("stop completes");
     runner.await.unwrap();
 }
+
+/// A message above `max_message_size` ends the connection with a typed reason, before
+/// anything is allocated for it, and the consumer says so through its events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_above_max_message_size_ends_the_connection_with_a_typed_reason() {
+    use nsq_client::{ConnectionConfig, ConsumerEvent, DisconnectReason};
+    use nsq_proto::ProtocolError;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let nsqd = tokio::spawn(async move {
+        let mut framed = accept_subscriber(&listener).await;
+        let msg = Message {
+            timestamp: 0,
+            attempts: 1,
+            id: MessageId::from_u64(1),
+            body: Bytes::from(vec![b'x'; 2048]),
+        };
+        framed.send(Frame::Message(msg)).await.unwrap();
+        // Keep the socket open: the client must close it on its own.
+        while let Some(Ok(_)) = framed.next().await {}
+    });
+    let consumer = Consumer::builder(Topic::new("t").unwrap(), Channel::new("c").unwrap())
+        .nsqd(addr.to_string())
+        .config(
+            ConsumerConfig::default()
+                .connection(ConnectionConfig::default().max_message_size(1024)),
+        )
+        .build()
+        .unwrap();
+    let mut events = consumer.events();
+    consumer.connected(Duration::from_secs(10)).await.unwrap();
+    let reason = loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("an event within 10 s")
+            .expect("events open");
+        if let ConsumerEvent::Disconnected { reason, .. } = event {
+            break reason;
+        }
+    };
+    let DisconnectReason::Protocol(e) = &reason else {
+        panic!("expected a protocol error, got {reason:?}");
+    };
+    assert!(
+        matches!(e.as_ref(), ProtocolError::FrameTooLarge { max, .. } if *max > 1024),
+        "{e:?}"
+    );
+    drop(consumer);
+    nsqd.abort();
+}

@@ -284,6 +284,7 @@ async fn requests_count_in_flight_until_answered() {
     let stats = producer.stats();
     assert_eq!(stats.in_flight, 0, "{stats:?}");
     assert_eq!(stats.messages_published, 3, "{stats:?}");
-    assert!(stats.connected, "{stats:?}");
+    // (Whether it is still connected depends on whether the scripted nsqd, done answering,
+    // has closed the socket yet.)
     nsqd.await.unwrap();
 }

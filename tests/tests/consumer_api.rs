@@ -888,3 +888,68 @@ async fn an_https_lookupd_is_asked_with_the_connections_tls_configuration() {
         "{err:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookupd_added_at_runtime_is_asked_at_once() {
+    let empty = nsq_server_lite::lookupd::Lookupd::builder()
+        .start()
+        .await
+        .unwrap();
+    let lookupd = nsq_server_lite::lookupd::Lookupd::builder()
+        .start()
+        .await
+        .unwrap();
+    let nsqd = nsq_server_lite::Nsqd::builder()
+        .broadcast_address("127.0.0.1")
+        .lookupd_tcp_address(lookupd.tcp_addr().to_string())
+        .start()
+        .await
+        .unwrap();
+    let t = topic("added");
+    publish(nsqd.tcp_addr(), &t, "found later").await;
+    eventually("lookupd lists the topic", WAIT, || async {
+        let answer = http::json(lookupd.http_addr(), "GET", "/lookup?topic=added").await?;
+        match answer["producers"].as_array().map_or(0, Vec::len) {
+            1 => Ok(()),
+            n => Err(format!("{n} producers")),
+        }
+    })
+    .await;
+    // Polled rarely: only the addition makes it look again soon.
+    let mut consumer = Consumer::builder(t, channel("c"))
+        .lookupd(empty.http_addr().to_string())
+        .config(ConsumerConfig::default().lookupd_poll_interval(Duration::from_secs(3600)))
+        .build()
+        .unwrap();
+    let err = consumer
+        .connected(Duration::from_millis(500))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ConnectedError::Timeout {
+                last: Some(ConsumerFailure::NoNsqd),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let handle = consumer.handle();
+    assert!(handle.add_lookupd("not a lookupd address").is_err());
+    handle.add_lookupd(lookupd.http_addr().to_string()).unwrap();
+    consumer
+        .connected(WAIT)
+        .await
+        .expect("found through the added lookupd");
+    let msg = tokio::time::timeout(WAIT, consumer.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&msg.body()[..], b"found later");
+    msg.finish().unwrap();
+    // Removing it keeps the connection it led to.
+    handle.remove_lookupd(lookupd.http_addr().to_string());
+    assert_eq!(handle.stats().connections, 1);
+    consumer.stop().await;
+}

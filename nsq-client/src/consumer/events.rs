@@ -242,6 +242,9 @@ pub enum ConnectedError {
 pub(crate) struct Health {
     /// Connections subscribed now.
     pub(crate) subscribed: usize,
+    /// Subscriptions made since the start, so that a waiter that missed a short-lived one
+    /// (a watch shows only the latest state) still sees that it happened.
+    pub(crate) subscriptions: u64,
     /// Connections opening (handshake or SUB under way).
     pub(crate) opening: usize,
     /// The last failure on the way to a subscription.
@@ -251,9 +254,10 @@ pub(crate) struct Health {
 }
 
 impl Health {
-    /// What `connected()` answers now, or `None` to keep waiting.
-    pub(crate) fn verdict(&self) -> Option<Result<(), ConnectedError>> {
-        if self.subscribed > 0 {
+    /// What `connected()` answers now, or `None` to keep waiting; `since` is the
+    /// subscription count when the wait began.
+    pub(crate) fn verdict(&self, since: u64) -> Option<Result<(), ConnectedError>> {
+        if self.subscribed > 0 || self.subscriptions > since {
             return Some(Ok(()));
         }
         if self.stopped {
@@ -268,14 +272,16 @@ impl Health {
     }
 }
 
-/// Waits until `health` has a verdict, for at most `within`.
+/// Waits until `health` has a verdict, for at most `within`; `since` is the subscription
+/// count when the wait began.
 pub(crate) async fn wait_connected(
     mut health: watch::Receiver<Health>,
+    since: u64,
     within: Duration,
 ) -> Result<(), ConnectedError> {
     let wait = async {
         loop {
-            if let Some(verdict) = health.borrow_and_update().verdict() {
+            if let Some(verdict) = health.borrow_and_update().verdict(since) {
                 return verdict;
             }
             if health.changed().await.is_err() {
@@ -309,14 +315,23 @@ mod tests {
             opening: 1,
             ..Health::default()
         };
-        assert!(health.verdict().is_none(), "another nsqd may still answer");
+        assert!(health.verdict(0).is_none(), "another nsqd may still answer");
         health.opening = 0;
         assert!(matches!(
-            health.verdict(),
+            health.verdict(0),
             Some(Err(ConnectedError::Refused(_)))
         ));
+        health.subscriptions = 1;
+        assert!(
+            matches!(health.verdict(0), Some(Ok(()))),
+            "a subscription made and lost since the wait began counts"
+        );
+        assert!(
+            matches!(health.verdict(1), Some(Err(ConnectedError::Refused(_)))),
+            "one made before it does not"
+        );
         health.subscribed = 1;
-        assert!(matches!(health.verdict(), Some(Ok(()))));
+        assert!(matches!(health.verdict(1), Some(Ok(()))));
     }
 
     #[test]
@@ -325,14 +340,14 @@ mod tests {
             last_failure: Some(ConsumerFailure::NoNsqd),
             ..Health::default()
         };
-        assert!(health.verdict().is_none());
+        assert!(health.verdict(0).is_none());
     }
 
     #[tokio::test(start_paused = true)]
     async fn waiting_times_out_with_the_last_failure() {
         let (tx, rx) = watch::channel(Health::default());
         tx.send_modify(|h| h.last_failure = Some(ConsumerFailure::NoNsqd));
-        let err = wait_connected(rx, Duration::from_secs(3))
+        let err = wait_connected(rx, 0, Duration::from_secs(3))
             .await
             .unwrap_err();
         assert!(matches!(

@@ -532,8 +532,11 @@ impl ConsumerHandle {
     /// # }
     /// ```
     pub async fn connected(&self, within: Duration) -> Result<(), ConnectedError> {
+        // Read before the start: a subscription made (and lost) from here on counts.
+        let health = self.shared.health.clone();
+        let since = health.borrow().subscriptions;
         self.start();
-        events::wait_connected(self.shared.health.clone(), within).await
+        events::wait_connected(health, since, within).await
     }
 
     /// Connects to this nsqd too (go-nsq's `ConnectToNSQD`), and reconnects to it with backoff

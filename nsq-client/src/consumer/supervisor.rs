@@ -244,6 +244,10 @@ impl Supervisor {
             ConnEvent::Subscribed { id, max_rdy_count } => {
                 if let Some(c) = self.conns.get_mut(&id) {
                     c.subscribed = true;
+                    self.health.send_modify(|h| {
+                        h.subscribed += 1;
+                        h.subscriptions += 1;
+                    });
                     self.retry.remove(&c.addr);
                     let nsqd = c.addr.clone();
                     self.emit(ConsumerEvent::Connected { nsqd });

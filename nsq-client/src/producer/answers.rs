@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use nsq_proto::{ClientCodec, Frame, Response};
+use nsq_proto::{ClientCodec, Command, Frame, Response};
 use tokio::io::ReadHalf;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -26,6 +26,39 @@ pub(super) enum Pending {
 }
 
 impl Pending {
+    /// How many requests it answers.
+    pub(super) fn requests(&self) -> usize {
+        match self {
+            Pending::One(_) => 1,
+            Pending::Merged(requests) => requests.len(),
+        }
+    }
+
+    /// How many messages an `OK` to it publishes (none for a command that publishes nothing).
+    fn messages(&self) -> usize {
+        match self {
+            Pending::One(Request {
+                cmd: Command::Mpub { bodies, .. },
+                ..
+            }) => bodies.len(),
+            Pending::One(Request {
+                cmd: Command::Pub { .. } | Command::Dpub { .. },
+                ..
+            }) => 1,
+            Pending::One(_) => 0,
+            Pending::Merged(requests) => requests.len(),
+        }
+    }
+
+    /// Answers it, and counts the answer.
+    fn answer_counted(self, answer: Result<(), PublishErrorKind>, counters: &Counters) {
+        counters.release(self.requests());
+        if answer.is_ok() {
+            counters.published(self.messages());
+        }
+        self.answer(answer);
+    }
+
     pub(super) fn answer(self, answer: Result<(), PublishErrorKind>) {
         match self {
             Pending::One(request) => request.answer(answer),
@@ -87,7 +120,10 @@ impl AnswerReader {
             std::mem::take(&mut queue.pending)
         };
         for p in waiting {
-            p.answer(Err(PublishErrorKind::Disconnected(why.clone())));
+            p.answer_counted(
+                Err(PublishErrorKind::Disconnected(why.clone())),
+                &self.counters,
+            );
         }
         why
     }
@@ -147,7 +183,7 @@ impl AnswerReader {
                         return DisconnectReason::UnexpectedFrame("an answer with no publish waiting");
                     };
                     let fatal = answer.as_ref().err().filter(|e| e.code.is_fatal()).cloned();
-                    p.answer(answer.map_err(PublishErrorKind::Server));
+                    p.answer_counted(answer.map_err(PublishErrorKind::Server), &self.counters);
                     if let Some(error) = fatal {
                         // nsqd closes the connection after a fatal error; nothing after it
                         // is answered.

@@ -49,7 +49,11 @@ impl ProducerConnection {
             if first.respond.is_closed() {
                 continue;
             }
-            match conn::connect(&self.addr, &self.config.connection).await {
+            // Held while connecting: out of the queue, not written yet.
+            self.counters.hold(1);
+            let connected = conn::connect(&self.addr, &self.config.connection).await;
+            self.counters.release(1);
+            match connected {
                 Ok(connected) => {
                     failures = 0;
                     tracing::info!(
@@ -143,6 +147,7 @@ impl ProducerConnection {
             pings: Vec::new(),
             merge: self.config.merge_publishes,
             write_timeout: self.config.connection.write_timeout,
+            counters: self.counters.clone(),
         };
         // Reused from batch to batch.
         let mut batch: Vec<Request> = Vec::with_capacity(64);
@@ -236,6 +241,7 @@ struct Writer {
     pings: Vec<Request>,
     merge: Option<usize>,
     write_timeout: Duration,
+    counters: Arc<Counters>,
 }
 
 impl Writer {
@@ -267,6 +273,8 @@ impl Writer {
                     p.answer(Err(PublishErrorKind::Disconnected(why.clone())));
                 }
             } else {
+                self.counters
+                    .hold(self.staged.iter().map(Pending::requests).sum());
                 queue.pending.extend(self.staged.drain(..));
             }
         }

@@ -142,7 +142,6 @@ mod tests {
     use tokio_util::codec::Decoder;
 
     use super::*;
-    use crate::producer::stats::{Counters, InFlight};
     use crate::producer::Answer;
 
     fn topic(name: &str) -> Topic {
@@ -180,7 +179,6 @@ mod tests {
     /// except for the requests whose index is in `gone`.
     fn encode(cmds: Vec<Command>, merge: Option<usize>, gone: &[usize]) -> Encoded {
         let mut receivers: Vec<oneshot::Receiver<Answer>> = Vec::new();
-        let counters = Arc::new(Counters::default());
         let mut batch: Vec<Request> = cmds
             .into_iter()
             .enumerate()
@@ -189,11 +187,7 @@ mod tests {
                 if !gone.contains(&i) {
                     receivers.push(rx);
                 }
-                Request {
-                    cmd,
-                    respond,
-                    in_flight: InFlight::new(&counters),
-                }
+                Request { cmd, respond }
             })
             .collect();
         let (mut buf, mut staged, mut pings) = (BytesMut::new(), Vec::new(), Vec::new());

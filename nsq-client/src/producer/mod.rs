@@ -33,8 +33,8 @@ use connection::ProducerConnection;
 
 pub use config::ProducerConfig;
 pub use pool::{NodeStats, PoolStats, ProducerPool, Strategy};
+use stats::Counters;
 pub use stats::ProducerStats;
-use stats::{Counters, InFlight};
 
 /// The answer the connection task gives a request: `Ok`, or what went wrong and the command
 /// back (so its bodies can be returned to the caller).
@@ -44,19 +44,11 @@ type Answer = Result<(), (PublishErrorKind, Command)>;
 struct Request {
     cmd: Command,
     respond: oneshot::Sender<Answer>,
-    /// Counted in flight until answered or dropped.
-    in_flight: InFlight,
 }
 
 impl Request {
     fn answer(self, answer: Result<(), PublishErrorKind>) {
-        let Request {
-            cmd,
-            respond,
-            in_flight,
-        } = self;
-        // No longer in flight by the time the caller learns the answer.
-        drop(in_flight);
+        let Request { cmd, respond } = self;
         let _ = respond.send(answer.map_err(|kind| (kind, cmd)));
     }
 
@@ -336,7 +328,12 @@ impl Producer {
     /// # }
     /// ```
     pub fn stats(&self) -> ProducerStats {
-        self.shared.counters.snapshot()
+        let queued = self
+            .shared
+            .tx
+            .get()
+            .map_or(0, |tx| tx.max_capacity() - tx.capacity());
+        self.shared.counters.snapshot(queued)
     }
 
     fn invalid(&self, why: InvalidPublish, bodies: Vec<Bytes>) -> PublishError {
@@ -350,22 +347,16 @@ impl Producer {
     ) -> impl Future<Output = Result<(), PublishError>> + Send + 'static {
         let shared = self.shared.clone();
         let deadline = shared.config.publish_timeout.map(|t| Instant::now() + t);
-        // How many messages it publishes; `None` for a ping, which is not counted.
-        let messages = match &cmd {
-            Ok(Command::Nop) => None,
-            Ok(Command::Mpub { bodies, .. }) => Some(bodies.len()),
-            _ => Some(1),
-        };
+        // A ping's failure is not a failed publish.
+        let counted = !matches!(cmd, Ok(Command::Nop));
         let start = match cmd {
             Err(invalid) => Start::Refused(invalid),
             Ok(cmd) => shared.queue(cmd),
         };
         async move {
             let result = shared.answer(start, deadline).await;
-            match (&result, messages) {
-                (Ok(()), Some(n)) => shared.counters.published(n),
-                (Err(_), Some(_)) => shared.counters.failed(),
-                (_, None) => {}
+            if result.is_err() && counted {
+                shared.counters.failed();
             }
             result
         }
@@ -410,12 +401,7 @@ impl Shared {
             return Start::Refused(self.stopped(cmd));
         }
         let (respond, answer) = oneshot::channel();
-        let in_flight = InFlight::new(&self.counters);
-        match self.sender().try_send(Request {
-            cmd,
-            respond,
-            in_flight,
-        }) {
+        match self.sender().try_send(Request { cmd, respond }) {
             Ok(()) => Start::Queued(answer),
             Err(mpsc::error::TrySendError::Closed(request)) => {
                 Start::Refused(self.stopped(request.cmd))
