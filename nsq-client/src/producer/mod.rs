@@ -186,15 +186,10 @@ impl Producer {
         topic: &Topic,
         body: impl Into<Bytes>,
     ) -> impl Future<Output = Result<(), PublishError>> + Send + 'static {
-        let body = body.into();
-        let cmd = if body.is_empty() {
-            Err(self.invalid(InvalidPublish::EmptyBody, vec![body]))
-        } else {
-            Ok(Command::Pub {
-                topic: topic.clone(),
-                body,
-            })
-        };
+        let cmd = self.one_body(body.into(), |body| Command::Pub {
+            topic: topic.clone(),
+            body,
+        });
         self.request(cmd)
     }
 
@@ -256,16 +251,11 @@ impl Producer {
         delay: Duration,
         body: impl Into<Bytes>,
     ) -> impl Future<Output = Result<(), PublishError>> + Send + 'static {
-        let body = body.into();
-        let cmd = if body.is_empty() {
-            Err(self.invalid(InvalidPublish::EmptyBody, vec![body]))
-        } else {
-            Ok(Command::Dpub {
-                topic: topic.clone(),
-                delay,
-                body,
-            })
-        };
+        let cmd = self.one_body(body.into(), |body| Command::Dpub {
+            topic: topic.clone(),
+            delay,
+            body,
+        });
         self.request(cmd)
     }
 
@@ -334,6 +324,19 @@ impl Producer {
             .get()
             .map_or(0, |tx| tx.max_capacity() - tx.capacity());
         self.shared.counters.snapshot(queued)
+    }
+
+    /// The command `make` builds around `body`, or the refusal of an empty body.
+    fn one_body(
+        &self,
+        body: Bytes,
+        make: impl FnOnce(Bytes) -> Command,
+    ) -> Result<Command, PublishError> {
+        if body.is_empty() {
+            Err(self.invalid(InvalidPublish::EmptyBody, vec![body]))
+        } else {
+            Ok(make(body))
+        }
     }
 
     fn invalid(&self, why: InvalidPublish, bodies: Vec<Bytes>) -> PublishError {
