@@ -6,17 +6,54 @@ use std::time::Duration;
 use bytes::Bytes;
 use nsq_proto::{ErrorCode, ProtocolError, ServerError};
 
-/// A configuration value out of range; found by `build()`, never by a setter.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid configuration: {message}")]
+/// A configuration value out of range, or an address that cannot be used; found by
+/// `build()` (or the call that takes the address), never by a setter. When a typed cause
+/// exists (an unusable nsqlookupd address, say), it is the [`source`](std::error::Error::source).
+///
+/// ```
+/// use nsq_client::{Channel, Consumer, Topic};
+/// let err = Consumer::builder(Topic::new("t")?, Channel::new("c")?)
+///     .lookupd("ftp://lookupd:4161")
+///     .build()
+///     .unwrap_err();
+/// let cause = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<nsq_client::LookupdError>());
+/// assert!(cause.is_some());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
 pub struct ConfigError {
     message: String,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 impl ConfigError {
     pub(crate) fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A configuration error whose cause is `source`; its text is the cause's.
+    pub(crate) fn caused_by(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self {
+            message: source.to_string(),
+            source: Some(Arc::new(source)),
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid configuration: {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.source {
+            Some(source) => Some(&**source),
+            None => None,
         }
     }
 }

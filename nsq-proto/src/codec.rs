@@ -350,9 +350,96 @@ fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+impl ServerCodec {
+    /// At the end of the stream, with `src` holding the start of a command (every check that
+    /// its bytes allow already passed): nsqd's refusal of the size or body it could not read,
+    /// or `None` for a command line cut short, which nsqd leaves unanswered.
+    fn cut_short(src: &[u8]) -> Option<ProtocolError> {
+        let nl = memchr::memchr(b'\n', src)?;
+        let head = nl + 1;
+        let line_end = if nl > 0 && src[nl - 1] == b'\r' {
+            nl - 1
+        } else {
+            nl
+        };
+        let line = &src[..line_end];
+        let params = Params::split(line);
+        let name = params.get(line, 0);
+        let verb = Verb::from_bytes(name)?;
+        let has = |at: usize, n: usize| src.len() >= at.saturating_add(n);
+        let (code, text) = match verb {
+            Verb::Pub | Verb::Dpub if !has(head, 4) => (
+                ErrorCode::BadMessage,
+                format!("{verb} failed to read message body size"),
+            ),
+            Verb::Pub | Verb::Dpub => (
+                ErrorCode::BadMessage,
+                format!("{verb} failed to read message body"),
+            ),
+            Verb::Identify | Verb::Auth if !has(head, 4) => (
+                ErrorCode::BadBody,
+                format!("{verb} failed to read body size"),
+            ),
+            Verb::Identify | Verb::Auth => {
+                (ErrorCode::BadBody, format!("{verb} failed to read body"))
+            }
+            Verb::Mpub if !has(head, 4) => {
+                (ErrorCode::BadBody, "MPUB failed to read body size".into())
+            }
+            Verb::Mpub if !has(head + 4, 4) => (
+                ErrorCode::BadBody,
+                "MPUB failed to read message count".into(),
+            ),
+            Verb::Mpub => {
+                // Walk the messages as far as they arrived: the first size or body missing.
+                let mut at = head + 8;
+                let mut i = 0u32;
+                loop {
+                    let Some(size) = read_len(src, at) else {
+                        break (
+                            ErrorCode::BadMessage,
+                            format!("MPUB failed to read message({i}) body size"),
+                        );
+                    };
+                    let end = at.saturating_add(4).saturating_add(size.max(0) as usize);
+                    if src.len() < end {
+                        break (
+                            ErrorCode::BadMessage,
+                            "MPUB failed to read message body".into(),
+                        );
+                    }
+                    at = end;
+                    i += 1;
+                }
+            }
+            _ => return None,
+        };
+        Some(ProtocolError::reject(name, Some(verb), code, text))
+    }
+}
+
 impl Decoder for ServerCodec {
     type Item = Command;
     type Error = ProtocolError;
+
+    /// As [`decode`](Self::decode); at the end of the stream, a command whose size or body
+    /// was cut short is refused with nsqd's error for it (`E_BAD_MESSAGE PUB failed to read
+    /// message body`, ...), and a command line cut short ends the stream quietly, as nsqd
+    /// does.
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Command>, ProtocolError> {
+        match self.decode(src)? {
+            Some(cmd) => Ok(Some(cmd)),
+            None if src.is_empty() => Ok(None),
+            None => {
+                let refused = Self::cut_short(src);
+                src.clear();
+                match refused {
+                    Some(err) => Err(err),
+                    None => Ok(None),
+                }
+            }
+        }
+    }
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Command>, ProtocolError> {
         let Some(nl) = self.find_newline(src)? else {
@@ -522,7 +609,15 @@ impl Decoder for ServerCodec {
                     return Ok(None);
                 }
                 if verb == Verb::Identify {
-                    let parsed: Result<Identify, _> = serde_json::from_slice(&src[head + 4..total]);
+                    let body = &src[head + 4..total];
+                    let parsed: Result<Identify, _> = if crate::json_depth::nested_deeper_than(
+                        body,
+                        crate::json_depth::GO_MAX_DEPTH,
+                    ) {
+                        Err(())
+                    } else {
+                        serde_json::from_slice(body).map_err(|_| ())
+                    };
                     let Ok(identify) = parsed else {
                         return reject(
                             ErrorCode::BadBody,

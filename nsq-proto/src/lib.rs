@@ -46,6 +46,7 @@ pub mod command;
 pub mod error;
 pub mod frame;
 pub mod identify;
+pub mod json_depth;
 pub mod lookup;
 pub mod message;
 pub mod names;

@@ -600,3 +600,57 @@ fn client_bounds_frames_before_allocating() {
     at_limit.put_bytes(b'x', 1020);
     assert!(codec.decode(&mut at_limit).unwrap().is_some());
 }
+
+/// What the stream's end makes of the bytes left: nsqd's refusal of a size or body cut short,
+/// nothing for a command line cut short, and the commands that did arrive in full.
+#[test]
+fn the_end_of_the_stream_refuses_what_was_cut_short_as_nsqd_does() {
+    let at_eof = |input: &[u8]| {
+        let mut buf = BytesMut::from(input);
+        ServerCodec::new().decode_eof(&mut buf)
+    };
+    let refused = |input: &[u8]| match at_eof(input) {
+        Err(ProtocolError::Rejected(r)) => r.error.to_string(),
+        other => panic!("{input:?}: expected a refusal, got {other:?}"),
+    };
+    assert_eq!(
+        refused(b"PUB t\n\x00\x00\x00\x0ahello"),
+        "E_BAD_MESSAGE PUB failed to read message body"
+    );
+    assert_eq!(
+        refused(b"DPUB t 5\n\x00\x00"),
+        "E_BAD_MESSAGE DPUB failed to read message body size"
+    );
+    assert_eq!(
+        refused(b"MPUB t\n\x00\x00\x00\x20\x00\x00\x00\x02\x00\x00\x00\x01x\x00\x00"),
+        "E_BAD_MESSAGE MPUB failed to read message(1) body size"
+    );
+    assert_eq!(
+        refused(b"IDENTIFY\n\x00\x00\x00\x0a{}"),
+        "E_BAD_BODY IDENTIFY failed to read body"
+    );
+    assert!(matches!(at_eof(b"PUB t"), Ok(None)), "a cut line: nothing");
+    assert!(matches!(at_eof(b""), Ok(None)));
+    assert!(matches!(
+        at_eof(&with_len(b"PUB t\n", b"whole")),
+        Ok(Some(Command::Pub { .. }))
+    ));
+}
+
+/// An IDENTIFY nested deeper than Go's decoder goes is refused, as nsqd refuses it, even in
+/// a field nsqd does not know (which serde would skip at any depth).
+#[test]
+fn identify_json_nested_beyond_go_s_bound_is_refused() {
+    let nested = |levels: usize| {
+        let inner = levels - 1;
+        format!("{{\"x\":{}{}}}", "[".repeat(inner), "]".repeat(inner))
+    };
+    assert!(matches!(
+        decode_one(&with_len(b"IDENTIFY\n", nested(10_000).as_bytes())),
+        Ok(Some(Command::Identify(_)))
+    ));
+    for levels in [10_001, 100_000] {
+        let (_, error) = rejection(&with_len(b"IDENTIFY\n", nested(levels).as_bytes()));
+        assert_eq!(error, "E_BAD_BODY IDENTIFY failed to decode JSON body");
+    }
+}

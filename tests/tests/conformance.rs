@@ -448,6 +448,67 @@ async fn identify_replies(b: Broker) -> Log {
     log
 }
 
+/// An IDENTIFY body nested deeper than Go's JSON decoder goes (10 000 levels): refused as
+/// nsqd refuses it, even inside a field nsqd does not know.
+async fn identify_json_depth(b: Broker) -> Log {
+    let mut log = Log::new();
+    for levels in [10_000usize, 10_001] {
+        // An object holding `levels - 1` nested arrays: `levels` levels in all.
+        let inner = levels - 1;
+        let body = format!("{{\"x\":{}{}}}", "[".repeat(inner), "]".repeat(inner));
+        let mut c = connect(&b).await;
+        let answer = reply_raw(&mut c, &with_body("IDENTIFY\n", body.as_bytes())).await;
+        log.push(format!("{levels} levels: {answer}"));
+    }
+    log
+}
+
+/// Commands whose size or body the client cuts short by closing its side: nsqd says what it
+/// could not read, then closes. A command line cut short gets nothing.
+async fn truncated_commands(b: Broker) -> Log {
+    let mut log = Log::new();
+    let cases: [(&str, &[u8]); 14] = [
+        ("PUB line cut", b"PUB t"),
+        ("PUB without a size", b"PUB t\n"),
+        ("PUB half a size", b"PUB t\n\x00\x00"),
+        ("PUB half a body", b"PUB t\n\x00\x00\x00\x0ahello"),
+        ("DPUB half a body", b"DPUB t 10\n\x00\x00\x00\x0ahello"),
+        ("MPUB without a size", b"MPUB t\n"),
+        ("MPUB without a count", b"MPUB t\n\x00\x00\x00\x20"),
+        (
+            "MPUB half a message size",
+            b"MPUB t\n\x00\x00\x00\x20\x00\x00\x00\x02\x00\x00",
+        ),
+        (
+            "MPUB half a message",
+            b"MPUB t\n\x00\x00\x00\x20\x00\x00\x00\x02\x00\x00\x00\x05hel",
+        ),
+        (
+            "MPUB second size cut",
+            b"MPUB t\n\x00\x00\x00\x20\x00\x00\x00\x02\x00\x00\x00\x05hello\x00",
+        ),
+        ("IDENTIFY without a size", b"IDENTIFY\n"),
+        ("IDENTIFY half a body", b"IDENTIFY\n\x00\x00\x00\x0a{}"),
+        ("AUTH without a size", b"AUTH\n"),
+        ("AUTH half a body", b"AUTH\n\x00\x00\x00\x0asecret"),
+    ];
+    for (what, bytes) in cases {
+        let mut c = connect(&b).await;
+        raw(&mut c, bytes).await;
+        c.get_mut().shutdown().await.expect("half-close");
+        let first = render(next(&mut c).await);
+        if first == "EOF" {
+            log.push(format!("{what}: EOF"));
+        } else {
+            log.push(format!(
+                "{what}: {first} then {}",
+                render(next(&mut c).await)
+            ));
+        }
+    }
+    log
+}
+
 async fn sub_commands(b: Broker) -> Log {
     let mut log = Log::new();
     for line in ["SUB a!b c\n", "SUB t c!\n", "SUB t\n"] {
@@ -1297,6 +1358,18 @@ async fn commands_answer_like_nsqd() {
             IDENTIFY,
         ),
         case(
+            "IDENTIFY JSON depth",
+            BrokerOpts::default(),
+            |b| identify_json_depth(b).boxed(),
+            IDENTIFY_JSON_DEPTH,
+        ),
+        case(
+            "truncated commands",
+            BrokerOpts::default(),
+            |b| truncated_commands(b).boxed(),
+            TRUNCATED,
+        ),
+        case(
             "SUB",
             BrokerOpts::default(),
             |b| sub_commands(b).boxed(),
@@ -1488,6 +1561,26 @@ const IDENTIFY: &[&str] = &[
     "EOF",
     "not JSON: ERR E_BAD_BODY IDENTIFY failed to decode JSON body",
     "EOF",
+];
+const IDENTIFY_JSON_DEPTH: &[&str] = &[
+    "10000 levels: OK",
+    "10001 levels: ERR E_BAD_BODY IDENTIFY failed to decode JSON body",
+];
+const TRUNCATED: &[&str] = &[
+    "PUB line cut: EOF",
+    "PUB without a size: ERR E_BAD_MESSAGE PUB failed to read message body size then EOF",
+    "PUB half a size: ERR E_BAD_MESSAGE PUB failed to read message body size then EOF",
+    "PUB half a body: ERR E_BAD_MESSAGE PUB failed to read message body then EOF",
+    "DPUB half a body: ERR E_BAD_MESSAGE DPUB failed to read message body then EOF",
+    "MPUB without a size: ERR E_BAD_BODY MPUB failed to read body size then EOF",
+    "MPUB without a count: ERR E_BAD_BODY MPUB failed to read message count then EOF",
+    "MPUB half a message size: ERR E_BAD_MESSAGE MPUB failed to read message(0) body size then EOF",
+    "MPUB half a message: ERR E_BAD_MESSAGE MPUB failed to read message body then EOF",
+    "MPUB second size cut: ERR E_BAD_MESSAGE MPUB failed to read message(1) body size then EOF",
+    "IDENTIFY without a size: ERR E_BAD_BODY IDENTIFY failed to read body size then EOF",
+    "IDENTIFY half a body: ERR E_BAD_BODY IDENTIFY failed to read body then EOF",
+    "AUTH without a size: ERR E_BAD_BODY AUTH failed to read body size then EOF",
+    "AUTH half a body: ERR E_BAD_BODY AUTH failed to read body then EOF",
 ];
 const SUB: &[&str] = &[
     "\"SUB a!b c\\n\": ERR E_BAD_TOPIC SUB topic name \"a!b\" is not valid",

@@ -160,7 +160,7 @@ impl ConsumerBuilder {
         }
         for lookupd in &self.lookupd {
             crate::lookupd::endpoint_url(lookupd, crate::lookupd::Endpoint::Lookup)
-                .map_err(|e| ConfigError::new(e.to_string()))?;
+                .map_err(ConfigError::caused_by)?;
         }
         Ok(Consumer::from_builder(self))
     }

@@ -583,7 +583,7 @@ impl ConsumerHandle {
     pub fn add_lookupd(&self, addr: impl Into<String>) -> Result<(), ConfigError> {
         let addr = addr.into();
         crate::lookupd::endpoint_url(&addr, crate::lookupd::Endpoint::Lookup)
-            .map_err(|e| ConfigError::new(e.to_string()))?;
+            .map_err(ConfigError::caused_by)?;
         let _ = self.shared.control.send(Control::AddLookupd(addr));
         Ok(())
     }

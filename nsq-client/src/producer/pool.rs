@@ -229,7 +229,7 @@ impl ProducerPool {
             config.lookupd_poll_timeout,
             config.connection.tls.as_ref(),
         )
-        .map_err(|e| ConfigError::new(format!("HTTP client: {e}")))?;
+        .map_err(ConfigError::caused_by)?;
         let pool = Self::empty(config, strategy)?;
 
         let first = discover(&http, &lookupds).await;

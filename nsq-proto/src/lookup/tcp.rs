@@ -618,8 +618,11 @@ impl LookupCommand {
                     return incomplete(header_len + body_len);
                 };
                 let used = header_len + body_len;
-                let peer = PeerInfo::from_json(body)
-                    .map_err(|_| reject_identify("failed to decode JSON body".to_owned(), used))?;
+                let refused = || reject_identify("failed to decode JSON body".to_owned(), used);
+                if crate::json_depth::nested_deeper_than(body, crate::json_depth::GO_MAX_DEPTH) {
+                    return Err(refused());
+                }
+                let peer = PeerInfo::from_json(body).map_err(|_| refused())?;
                 if !peer.is_complete() {
                     return Err(reject_identify("missing fields".to_owned(), used));
                 }

@@ -176,7 +176,11 @@ impl CommandLoop {
             self.buf.reserve(8 * 1024);
             let rd = self.rd.as_mut()?;
             match rd.read_buf(&mut self.buf).await {
-                Ok(0) | Err(_) => return None,
+                // The client closed its side: a command cut short is refused as nsqd refuses
+                // it (`E_BAD_MESSAGE PUB failed to read message body`, ...), and a command
+                // line cut short ends the connection quietly.
+                Ok(0) => return self.codec.decode_eof(&mut self.buf).transpose(),
+                Err(_) => return None,
                 Ok(_) => {}
             }
         }

@@ -341,6 +341,16 @@ fn every_rejection_carries_lookupd_exact_text() {
             String::from_utf8_lossy(body)
         );
     }
+    // ... but not nested beyond Go's bound (10 000 levels), even in an unknown field.
+    let deep = format!(
+        r#"{{"broadcast_address":"h","tcp_port":1,"http_port":2,"version":"v","new":{}{}}}"#,
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    assert_eq!(
+        rejection(&identify_wire(deep.as_bytes())),
+        "E_BAD_BODY IDENTIFY failed to decode JSON body"
+    );
     // Unknown fields are ignored, as by Go's json.Unmarshal.
     let lenient = br#"{"broadcast_address":"h","tcp_port":1,"http_port":2,"version":"v","remote_address":"x","hostname":null,"new":[1]}"#;
     assert_eq!(
