@@ -1,9 +1,12 @@
 //! A TCP proxy in front of a broker, so tests can make the network misbehave on purpose:
-//! hold the broker's replies (to make a client time out), or cut every connection and refuse
-//! new ones (so the broker is dead as far as clients can tell, while the test can still ask it
-//! what it received).
+//! hold the broker's replies (to make a client time out), blackhole the connections (bytes
+//! vanish both ways, and no FIN or RST ever comes: a dead path, as a pulled cable or a
+//! dropped route makes it), or cut every connection and refuse new ones (so the broker is
+//! dead as far as clients can tell, while the test can still ask it what it received).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -18,6 +21,9 @@ enum Mode {
     Open,
     /// Bytes from the broker to clients are held until [`Proxy::open`].
     HoldReplies,
+    /// Bytes vanish both ways and nothing is closed; a connection that lost bytes so stays
+    /// dead after [`Proxy::open`] (new connections then work).
+    Blackhole,
     /// Every connection is closed and new ones are dropped at once.
     Dead,
 }
@@ -81,6 +87,13 @@ impl Proxy {
         self.mode.send_replace(Mode::HoldReplies);
     }
 
+    /// Blackholes every connection, open and new: nothing gets through either way, and
+    /// nothing is closed, until [`open`](Self::open) (after which new connections work, and
+    /// those that lost bytes stay silent).
+    pub fn blackhole(&self) {
+        self.mode.send_replace(Mode::Blackhole);
+    }
+
     /// Lets bytes flow again, releasing what was held.
     pub fn open(&self) {
         self.mode.send_replace(Mode::Open);
@@ -110,8 +123,16 @@ async fn pipe(
     let _ = server.set_nodelay(true);
     let (mut client_rd, mut client_wr) = client.into_split();
     let (mut server_rd, mut server_wr) = server.into_split();
+    // Set once bytes were dropped in a blackhole: from then on both ways drop everything.
+    let lost = Arc::new(AtomicBool::new(false));
+    let swallowed = |mode: &watch::Receiver<Mode>, lost: &AtomicBool| {
+        if *mode.borrow() == Mode::Blackhole {
+            lost.store(true, Ordering::Relaxed);
+        }
+        lost.load(Ordering::Relaxed)
+    };
     let up = {
-        let mut mode = mode.clone();
+        let (mut mode, lost) = (mode.clone(), lost.clone());
         async move {
             let mut buf = vec![0u8; 64 * 1024];
             loop {
@@ -121,6 +142,7 @@ async fn pipe(
                 };
                 match n {
                     Ok(0) | Err(_) => return,
+                    Ok(_) if swallowed(&mode, &lost) => {}
                     Ok(n) => {
                         if server_wr.write_all(&buf[..n]).await.is_err() {
                             return;
@@ -140,14 +162,25 @@ async fn pipe(
                     _ = mode.wait_for(|m| *m == Mode::Dead) => return,
                 };
                 let n = match n {
+                    // The broker's close (its own heartbeat timeout, say) vanishes in a
+                    // blackhole too: the client is left to notice on its own.
+                    Ok(0) | Err(_) if swallowed(&mode, &lost) => {
+                        return std::future::pending().await
+                    }
                     Ok(0) | Err(_) => return,
                     Ok(n) => n,
                 };
+                if swallowed(&mode, &lost) {
+                    continue;
+                }
                 // Held replies wait here until the proxy opens (or dies).
                 match mode.wait_for(|m| *m != Mode::HoldReplies).await {
                     Ok(m) if *m == Mode::Dead => return,
                     Ok(_) => {}
                     Err(_) => return,
+                }
+                if swallowed(&mode, &lost) {
+                    continue;
                 }
                 if client_wr.write_all(&buf[..n]).await.is_err() {
                     return;

@@ -88,6 +88,8 @@ pub(crate) struct Supervisor {
     /// A lookupd round under way.
     discovery: Option<JoinHandle<Discovery>>,
     backoff_level: u32,
+    /// Events of this turn, sent once the stats reflect them.
+    outbox: Vec<ConsumerEvent>,
 }
 
 impl Supervisor {
@@ -129,6 +131,7 @@ impl Supervisor {
             next_poll: None,
             discovery: None,
             backoff_level: 0,
+            outbox: Vec::new(),
         }
     }
 
@@ -193,9 +196,10 @@ impl Supervisor {
         let _ = self.events.send(ConsumerEvent::Stopped);
     }
 
-    fn emit(&self, event: ConsumerEvent) {
-        // No reader is no error.
-        let _ = self.events.send(event);
+    /// Queues an event for the user; it goes out once the stats reflect it (at the end of
+    /// this turn), so that a reader who sees an event and asks for the stats agrees with it.
+    fn emit(&mut self, event: ConsumerEvent) {
+        self.outbox.push(event);
     }
 
     /// Rebuilds the stats snapshot and the health, and reports backoff changes.
@@ -232,6 +236,10 @@ impl Supervisor {
             self.emit(ConsumerEvent::BackoffLeft);
         }
         self.backoff_level = level;
+        for event in self.outbox.drain(..) {
+            // No reader is no error.
+            let _ = self.events.send(event);
+        }
     }
 
     fn fail(&self, failure: ConsumerFailure) {
@@ -468,10 +476,12 @@ impl Supervisor {
         let now = Instant::now();
         for addr in found.listed.difference(&self.listed) {
             tracing::info!(%addr, "nsqd listed by nsqlookupd");
-            self.emit(ConsumerEvent::NsqdListed { nsqd: addr.clone() });
+            self.outbox
+                .push(ConsumerEvent::NsqdListed { nsqd: addr.clone() });
         }
         for addr in self.listed.difference(&found.listed) {
-            self.emit(ConsumerEvent::NsqdUnlisted { nsqd: addr.clone() });
+            self.outbox
+                .push(ConsumerEvent::NsqdUnlisted { nsqd: addr.clone() });
         }
         self.listed = found.listed;
         if self.listed.is_empty() && self.conns.is_empty() {
