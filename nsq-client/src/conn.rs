@@ -94,7 +94,19 @@ async fn handshake(addr: &str, config: &ConnectionConfig) -> Result<Connected, C
                 source,
             })?;
         framed = Framed::new(Box::new(stream) as Transport, codec.clone());
-        expect_ok(&mut framed, addr).await?;
+        // With TLS 1.3 the server checks the client's certificate after the client thinks the
+        // handshake done: its refusal (an alert) arrives with the first read. It is a TLS
+        // failure, not a broken connection.
+        expect_ok(&mut framed, addr).await.map_err(|e| match e {
+            ConnectError::Io { addr, source }
+                if source
+                    .get_ref()
+                    .is_some_and(|inner| inner.is::<rustls::Error>()) =>
+            {
+                ConnectError::Tls { addr, source }
+            }
+            other => other,
+        })?;
     }
     match config.compression {
         Compression::None => {}

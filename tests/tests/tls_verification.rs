@@ -1,0 +1,126 @@
+//! TLS to nsqd verifies the server by default: a certificate from a CA the client does not
+//! trust, or for another name, is refused with a typed, permanent error, against
+//! nsq-server-lite and real nsqd 1.3.0 (skipped without `NSQD_BIN` unless `CI` is set); the
+//! right CA and name connect. A broker requiring client certificates refuses a client
+//! without one.
+
+use std::time::Duration;
+
+use nsq_client::{
+    Channel, ConnectError, ConnectedError, ConnectionConfig, Consumer, ConsumerConfig,
+    ConsumerFailure, TlsConfig, Topic,
+};
+use nsq_tests::broker::{Broker, BrokerKind, BrokerOpts, BrokerTls};
+use nsq_tests::tls::{TestCerts, SERVER_NAME};
+
+const KINDS: [BrokerKind; 2] = [BrokerKind::Lite, BrokerKind::RealNsqd];
+const WAIT: Duration = Duration::from_secs(20);
+
+fn consumer(broker: &Broker, tls: TlsConfig) -> Consumer {
+    Consumer::builder(Topic::new("tls").unwrap(), Channel::new("c").unwrap())
+        .nsqd(broker.tcp_addr().to_string())
+        .config(ConsumerConfig::default().connection(ConnectionConfig::default().tls(tls)))
+        .build()
+        .unwrap()
+}
+
+/// The refusal `connected()` reports; panics on anything else.
+async fn refusal(consumer: &Consumer, what: &str) -> std::sync::Arc<ConnectError> {
+    match consumer.connected(WAIT).await {
+        Err(ConnectedError::Refused(ConsumerFailure::Nsqd(e))) => e,
+        other => panic!("{what}: expected a permanent refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_ca_or_a_wrong_name_is_refused_and_the_right_ones_connect() {
+    let all = futures::future::join_all(KINDS.map(verification));
+    tokio::time::timeout(Duration::from_secs(120), all)
+        .await
+        .expect("within 120 s");
+}
+
+async fn verification(kind: BrokerKind) {
+    let what = kind.name();
+    if !kind.available() {
+        return;
+    }
+    let certs = TestCerts::generate();
+    let opts = BrokerOpts {
+        tls: Some(BrokerTls {
+            cert: certs.server_cert.clone(),
+            key: certs.server_key.clone(),
+            client_ca: None,
+        }),
+        ..BrokerOpts::default()
+    };
+    let broker = Broker::start(kind, &opts).await.unwrap();
+
+    let stranger = TestCerts::generate();
+    let c = consumer(
+        &broker,
+        TlsConfig::new(stranger.client_config()).server_name(SERVER_NAME),
+    );
+    let e = refusal(&c, &format!("{what}: an untrusted CA")).await;
+    assert!(matches!(*e, ConnectError::Tls { .. }), "{what}: {e:?}");
+    assert!(e.is_permanent());
+    c.stop().await;
+
+    let c = consumer(
+        &broker,
+        TlsConfig::new(certs.client_config()).server_name("not-the-server.example"),
+    );
+    let e = refusal(&c, &format!("{what}: a wrong name")).await;
+    assert!(matches!(*e, ConnectError::Tls { .. }), "{what}: {e:?}");
+    c.stop().await;
+
+    let c = consumer(
+        &broker,
+        TlsConfig::new(certs.client_config()).server_name(SERVER_NAME),
+    );
+    c.connected(WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: the right CA and name: {e}"));
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_requiring_client_certificates_refuses_a_client_without_one() {
+    let all = futures::future::join_all(KINDS.map(client_certificates));
+    tokio::time::timeout(Duration::from_secs(120), all)
+        .await
+        .expect("within 120 s");
+}
+
+async fn client_certificates(kind: BrokerKind) {
+    let what = kind.name();
+    if !kind.available() {
+        return;
+    }
+    let certs = TestCerts::generate();
+    let opts = BrokerOpts {
+        tls: Some(BrokerTls {
+            cert: certs.server_cert.clone(),
+            key: certs.server_key.clone(),
+            client_ca: Some(certs.ca_cert.clone()),
+        }),
+        ..BrokerOpts::default()
+    };
+    let broker = Broker::start(kind, &opts).await.unwrap();
+    let without = consumer(
+        &broker,
+        TlsConfig::new(certs.client_config()).server_name(SERVER_NAME),
+    );
+    let e = refusal(&without, &format!("{what}: no client certificate")).await;
+    assert!(matches!(*e, ConnectError::Tls { .. }), "{what}: {e:?}");
+    without.stop().await;
+
+    let with = consumer(
+        &broker,
+        TlsConfig::new(certs.client_config_with_cert()).server_name(SERVER_NAME),
+    );
+    with.connected(WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: with the client certificate: {e}"));
+    with.stop().await;
+}
