@@ -58,7 +58,16 @@ impl std::error::Error for ConfigError {
     }
 }
 
-/// Why a connection to nsqd could not be set up.
+/// Why a connection to nsqd could not be set up (or, for a consumer, subscribed).
+///
+/// ```
+/// use nsq_client::ConnectError;
+/// # fn show(err: &ConnectError) {
+/// if err.is_permanent() {
+///     eprintln!("{} will keep refusing: {err}", err.addr());
+/// }
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {

@@ -5,6 +5,12 @@
 //! nsqd refuses.
 
 /// `encoding/json`'s `maxNestingDepth`: objects and arrays nested this deep still decode.
+///
+/// ```
+/// use nsq_proto::json_depth::{nested_deeper_than, GO_MAX_DEPTH};
+/// let ok = format!("{}{}", "[".repeat(GO_MAX_DEPTH), "]".repeat(GO_MAX_DEPTH));
+/// assert!(!nested_deeper_than(ok.as_bytes(), GO_MAX_DEPTH));
+/// ```
 pub const GO_MAX_DEPTH: usize = 10_000;
 
 /// Whether `json` opens more than `max` objects or arrays inside each other. Brackets inside

@@ -92,6 +92,12 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
 
 /// Where a listener listens, as nsqd 1.3.0 reads `--tcp-address`: `ip:port`, or a unix
 /// socket's path.
+///
+/// ```
+/// use nsq_server_lite::cli::ListenAddress;
+/// let unix = ListenAddress::Unix("/run/nsqd.sock".into());
+/// assert!(matches!(unix, ListenAddress::Unix(_)));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenAddress {
     /// A TCP address.

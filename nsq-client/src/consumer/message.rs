@@ -34,6 +34,15 @@ pub(crate) struct ConnLink {
 }
 
 /// Why a message could not be answered.
+///
+/// ```
+/// use nsq_client::AckError;
+/// # fn show(result: Result<(), AckError>) {
+/// if let Err(AckError::ConnectionClosed(id)) = result {
+///     eprintln!("{id} will be redelivered after nsqd's timeout");
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AckError {
