@@ -340,6 +340,17 @@ fn parse_decimal(digits: &[u8]) -> Option<u64> {
     })
 }
 
+/// The command line that ends with the newline at `nl`, without it (and without a `\r`
+/// before it, as nsqd drops one).
+fn command_line(src: &[u8], nl: usize) -> &[u8] {
+    let end = if nl > 0 && src[nl - 1] == b'\r' {
+        nl - 1
+    } else {
+        nl
+    };
+    &src[..end]
+}
+
 /// The int32 body length nsqd reads after a command line, once it has arrived.
 fn read_len(src: &[u8], at: usize) -> Option<i32> {
     let b = src.get(at..at + 4)?;
@@ -357,12 +368,7 @@ impl ServerCodec {
     fn cut_short(src: &[u8]) -> Option<ProtocolError> {
         let nl = memchr::memchr(b'\n', src)?;
         let head = nl + 1;
-        let line_end = if nl > 0 && src[nl - 1] == b'\r' {
-            nl - 1
-        } else {
-            nl
-        };
-        let line = &src[..line_end];
+        let line = command_line(src, nl);
         let params = Params::split(line);
         let name = params.get(line, 0);
         let verb = Verb::from_bytes(name)?;
@@ -446,12 +452,7 @@ impl Decoder for ServerCodec {
             return Ok(None);
         };
         let head = nl + 1;
-        let line_end = if nl > 0 && src[nl - 1] == b'\r' {
-            nl - 1
-        } else {
-            nl
-        };
-        let line = &src[..line_end];
+        let line = command_line(src, nl);
         let params = Params::split(line);
         let name = params.get(line, 0);
         let verb = Verb::from_bytes(name);

@@ -24,6 +24,27 @@ pub enum BrokerKind {
     Lite,
 }
 
+/// Every broker kind, for tests that run against both.
+pub const KINDS: [BrokerKind; 2] = [BrokerKind::Lite, BrokerKind::RealNsqd];
+
+/// Runs `case` for every broker kind at once (a kind whose peers are missing skips itself);
+/// fails when the cases together take longer than `within`, so a case that stops making
+/// progress fails instead of holding up the whole run.
+///
+/// # Panics
+///
+/// When a case panics, or when they take longer than `within`.
+pub async fn each_kind<F, Fut>(within: std::time::Duration, case: F)
+where
+    F: Fn(BrokerKind) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let all = futures::future::join_all(KINDS.map(&case));
+    if tokio::time::timeout(within, all).await.is_err() {
+        panic!("the cases did not finish within {within:?}");
+    }
+}
+
 impl BrokerKind {
     /// A short name for test output.
     pub fn name(self) -> &'static str {

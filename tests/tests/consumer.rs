@@ -10,7 +10,6 @@
 //! `NSQD_BIN` and `NSQLOOKUPD_BIN`, unless `CI` is set).
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,26 +24,18 @@ use nsq_tests::proxy::Proxy;
 use nsq_tests::{eventually, http};
 use tokio::sync::Semaphore;
 
-const KINDS: [BrokerKind; 2] = [BrokerKind::Lite, BrokerKind::RealNsqd];
 const TOPIC: &str = "consumer";
 const CHANNEL: &str = "c";
 /// How long a condition polled on `/stats` may take to hold.
 const WAIT: Duration = Duration::from_secs(20);
 
-/// Runs `case` for every broker kind at once; a kind whose peers are missing skips itself.
+/// Runs `case` for every broker kind at once, within 120 s.
 async fn each_kind<F, Fut>(case: F)
 where
     F: Fn(BrokerKind) -> Fut,
-    Fut: Future<Output = ()>,
+    Fut: std::future::Future<Output = ()>,
 {
-    // A case that stops making progress fails here instead of holding up the whole run.
-    let all = futures::future::join_all(KINDS.map(&case));
-    if tokio::time::timeout(Duration::from_secs(120), all)
-        .await
-        .is_err()
-    {
-        panic!("a consumer case did not finish within 120 s");
-    }
+    nsq_tests::broker::each_kind(Duration::from_secs(120), case).await;
 }
 
 fn topic() -> Topic {

@@ -21,23 +21,16 @@ use nsq_proto::ErrorCode;
 use nsq_tests::broker::{Broker, BrokerKind, BrokerOpts, BrokerTls};
 use nsq_tests::{auth, eventually, http, tls::TestCerts};
 
-const KINDS: [BrokerKind; 2] = [BrokerKind::Lite, BrokerKind::RealNsqd];
 /// How long a condition polled on `/stats` may take to hold.
 const WAIT: Duration = Duration::from_secs(20);
 
-/// Runs `case` for every broker kind at once; a kind whose peers are missing skips itself.
+/// Runs `case` for every broker kind at once, within 120 s.
 async fn each_kind<F, Fut>(case: F)
 where
     F: Fn(BrokerKind) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let all = futures::future::join_all(KINDS.map(&case));
-    if tokio::time::timeout(Duration::from_secs(120), all)
-        .await
-        .is_err()
-    {
-        panic!("a consumer API case did not finish within 120 s");
-    }
+    nsq_tests::broker::each_kind(Duration::from_secs(120), case).await;
 }
 
 fn topic(name: &str) -> Topic {
