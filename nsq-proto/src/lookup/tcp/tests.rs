@@ -1,5 +1,7 @@
 //! Unit tests for the V1 TCP protocol: spec byte layouts, lookupd's exact refusals, bounds, splits.
 
+use tokio_util::codec::{Decoder, Encoder};
+
 use super::*;
 
 /// nsqd's IDENTIFY body for this peer: Go marshals a map, so keys come sorted.
