@@ -281,7 +281,9 @@ async fn response(
     }
 }
 
-async fn expect_ok(
+/// Reads the next response, which must be `OK` (after an upgrade, or SUB); heartbeats on
+/// the way are answered, an error frame is [`ConnectError::Refused`].
+pub(crate) async fn expect_ok(
     framed: &mut Framed<Transport, ClientCodec>,
     addr: &str,
 ) -> Result<(), ConnectError> {
@@ -292,7 +294,7 @@ async fn expect_ok(
         Err(ConnectError::Io {
             addr: addr.to_owned(),
             source: std::io::Error::other(format!(
-                "expected OK after an upgrade, got {:?}",
+                "expected OK, got {:?}",
                 String::from_utf8_lossy(&data)
             )),
         })

@@ -103,37 +103,16 @@ impl NsqdConnection {
             channel: self.channel.clone(),
         };
         framed.send(sub).await.map_err(protocol)?;
+        // Wait for SUB's answer, so that a refusal is reported as such.
         let answer = async {
-            loop {
-                match framed.next().await {
-                    Some(Ok(Frame::Response(Response::Ok))) => return Ok(()),
-                    Some(Ok(Frame::Response(Response::Heartbeat))) => {
-                        framed.send(Command::Nop).await.map_err(protocol)?
+            conn::expect_ok(&mut framed, addr)
+                .await
+                .map_err(|e| match e {
+                    ConnectError::Refused { addr, error } => {
+                        ConnectError::Subscribe { addr, error }
                     }
-                    Some(Ok(Frame::Error(error))) => {
-                        return Err(ConnectError::Subscribe {
-                            addr: addr.to_owned(),
-                            error,
-                        })
-                    }
-                    Some(Ok(_)) => {
-                        return Err(ConnectError::Io {
-                            addr: addr.to_owned(),
-                            source: std::io::Error::new(
-                                std::io::ErrorKind::InvalidData,
-                                "unexpected frame before SUB's answer",
-                            ),
-                        })
-                    }
-                    Some(Err(e)) => return Err(protocol(e)),
-                    None => {
-                        return Err(ConnectError::Io {
-                            addr: addr.to_owned(),
-                            source: std::io::ErrorKind::UnexpectedEof.into(),
-                        })
-                    }
-                }
-            }
+                    other => other,
+                })
         };
         let dial_timeout = self.config.connection.dial_timeout;
         match tokio::time::timeout(dial_timeout, answer).await {
