@@ -35,18 +35,9 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// How long any one step may take before the test fails.
 const STEP: Duration = Duration::from_secs(10);
 
-/// The binary to test against, or `None` to skip (a failure when `CI` is set).
+/// The binary to test against, or `None` to skip (the workspace's rule: a failure under CI).
 fn lookupd_bin() -> Option<PathBuf> {
-    match std::env::var_os("NSQLOOKUPD_BIN") {
-        Some(path) => Some(PathBuf::from(path)),
-        None if std::env::var_os("CI").is_some() => {
-            panic!("NSQLOOKUPD_BIN is not set, and CI is: point it at an nsqlookupd binary")
-        }
-        None => {
-            eprintln!("skipping: set NSQLOOKUPD_BIN to an nsqlookupd binary to run this test");
-            None
-        }
-    }
+    nsq_peer_rule::peer_or_skip("NSQLOOKUPD_BIN")
 }
 
 /// A running nsqlookupd on loopback ports, killed when dropped.

@@ -2,9 +2,10 @@
 //!
 //! [`RealNsqd`] starts a real `nsqd` v1.3.0 (the binary named by `NSQD_BIN`, which
 //! `scripts/install-peers.sh` builds) on free loopback ports and stops it on drop.
-//! [`peer_or_skip`] applies the project's rule for optional peers: on a developer
-//! machine without the peer a test is skipped with a message, and under CI
-//! (`CI` set) a missing peer fails the test. [`RealNsqlookupd`] does the same for
+//! [`peer_or_skip`] applies the project's one rule for optional peers (the
+//! `nsq-peer-rule` crate, re-exported here): on a developer machine without the peer a
+//! test is skipped with a message, and under CI (`CI` set to anything but empty, `0` or
+//! `false`) a missing peer fails the test. [`RealNsqlookupd`] does the same for
 //! `nsqlookupd` (`NSQLOOKUPD_BIN`).
 //!
 //! For the third-party client interop tests: [`broker`] starts the broker under test
@@ -21,6 +22,8 @@ pub mod http;
 pub mod proxy;
 pub mod tls;
 
+pub use nsq_peer_rule::{in_ci, peer_or_skip, present_or_skip};
+
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -30,27 +33,6 @@ use std::time::Duration;
 
 /// How long a peer may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// Resolves an external peer from an environment variable.
-///
-/// Returns `None` (after printing why) when the variable is unset and `CI` is not
-/// set, so the caller can return early.
-///
-/// # Panics
-///
-/// When `CI` is set and the variable is missing: in CI every peer must be there.
-pub fn peer_or_skip(var: &str) -> Option<PathBuf> {
-    match std::env::var_os(var) {
-        Some(path) if !path.is_empty() => Some(PathBuf::from(path)),
-        _ if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) => {
-            panic!("{var} is not set: CI must run this test against the real peer (run scripts/install-peers.sh and source its env file)")
-        }
-        _ => {
-            eprintln!("skipping: {var} is not set (run scripts/install-peers.sh to test against the real peer)");
-            None
-        }
-    }
-}
 
 /// Polls `check` every 20 ms until it returns `Ok`, and returns that value.
 ///

@@ -18,20 +18,7 @@ use tokio_util::codec::Framed;
 /// How long a real peer may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The project's rule for optional peers: `None` (with a note) when the variable is
-/// unset, unless `CI` is set, where a missing peer fails the test.
-pub(crate) fn peer_or_skip(var: &str) -> Option<PathBuf> {
-    match std::env::var_os(var) {
-        Some(path) if !path.is_empty() => Some(PathBuf::from(path)),
-        _ if std::env::var_os("CI").is_some_and(|v| v == "true") => {
-            panic!("peer missing: {var} is not set (source ~/.cache/nsq-rs-peers/env.sh)")
-        }
-        _ => {
-            eprintln!("skipping: {var} is not set, so the real peer is not tested");
-            None
-        }
-    }
-}
+pub(crate) use nsq_peer_rule::peer_or_skip;
 
 /// A real process, killed on drop.
 #[derive(Debug)]
