@@ -109,6 +109,7 @@ pub struct ConnectionConfig {
     pub(crate) tls: Option<TlsConfig>,
     pub(crate) compression: Compression,
     pub(crate) auth_secret: Option<String>,
+    pub(crate) plaintext_auth: bool,
     pub(crate) dial_timeout: Duration,
     pub(crate) write_timeout: Duration,
     pub(crate) max_frame_size: usize,
@@ -130,6 +131,7 @@ impl Default for ConnectionConfig {
             tls: None,
             compression: Compression::None,
             auth_secret: None,
+            plaintext_auth: false,
             dial_timeout: Duration::from_secs(1),
             write_timeout: Duration::from_secs(1),
             max_frame_size: DEFAULT_MAX_MESSAGE_SIZE + FRAME_OVERHEAD,
@@ -155,6 +157,7 @@ impl fmt::Debug for ConnectionConfig {
                 "auth_secret",
                 &self.auth_secret.as_ref().map(|_| "<secret>"),
             )
+            .field("plaintext_auth", &self.plaintext_auth)
             .field("dial_timeout", &self.dial_timeout)
             .field("write_timeout", &self.write_timeout)
             .field("max_frame_size", &self.max_frame_size)
@@ -307,12 +310,36 @@ impl ConnectionConfig {
 
     /// The secret sent with AUTH when nsqd requires it.
     ///
+    /// The secret is sent only over TLS ([`tls`](Self::tls)) or a unix socket: over plain TCP
+    /// the connection fails with the permanent [`ConnectError::AuthWithoutTls`] unless
+    /// [`allow_plaintext_auth`](Self::allow_plaintext_auth) says otherwise. It is never logged
+    /// (`Debug` shows `<secret>`), and it is not sent at all to an nsqd that does not ask for it.
+    ///
     /// ```
     /// let c = nsq_client::ConnectionConfig::default().auth_secret("s3cret");
     /// # let _ = c;
     /// ```
+    ///
+    /// [`ConnectError::AuthWithoutTls`]: crate::ConnectError::AuthWithoutTls
     pub fn auth_secret(mut self, secret: impl Into<String>) -> Self {
         self.auth_secret = Some(secret.into());
+        self
+    }
+
+    /// Lets the [auth secret](Self::auth_secret) go over plain TCP, readable by anyone on the
+    /// path (default `false`: without TLS the connection is refused before AUTH is sent).
+    ///
+    /// Other NSQ clients send it whatever the transport; turn this on only where the network
+    /// is trusted (loopback, a private link) or for a migration.
+    ///
+    /// ```
+    /// let c = nsq_client::ConnectionConfig::default()
+    ///     .auth_secret("s3cret")
+    ///     .allow_plaintext_auth(true);
+    /// # let _ = c;
+    /// ```
+    pub fn allow_plaintext_auth(mut self, allow: bool) -> Self {
+        self.plaintext_auth = allow;
         self
     }
 

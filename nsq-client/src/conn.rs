@@ -139,6 +139,11 @@ async fn handshake(addr: &str, config: &ConnectionConfig) -> Result<Connected, C
             .ok_or_else(|| ConnectError::AuthRequired {
                 addr: addr.to_owned(),
             })?;
+        if config.tls.is_none() && unix_path(addr).is_none() && !config.plaintext_auth {
+            return Err(ConnectError::AuthWithoutTls {
+                addr: addr.to_owned(),
+            });
+        }
         framed
             .send(Command::Auth(secret.into()))
             .await

@@ -115,6 +115,14 @@ pub enum ConnectError {
         /// The nsqd address.
         addr: String,
     },
+    /// nsqd requires AUTH, and the connection is plain TCP: the secret would cross the network
+    /// readable, so it is not sent. Configure TLS, or opt in with
+    /// [`ConnectionConfig::allow_plaintext_auth`](crate::ConnectionConfig::allow_plaintext_auth).
+    #[error("nsqd at {addr} requires AUTH over a plaintext connection; the secret is not sent without TLS (configure TLS, or allow_plaintext_auth(true) to send it anyway)")]
+    AuthWithoutTls {
+        /// The nsqd address.
+        addr: String,
+    },
     /// A feature the configuration asks for was not granted by nsqd.
     #[error("nsqd at {addr} did not agree to {feature}")]
     FeatureRefused {
@@ -194,6 +202,7 @@ impl ConnectError {
             | ConnectError::Refused { addr, .. }
             | ConnectError::Protocol { addr, .. }
             | ConnectError::AuthRequired { addr }
+            | ConnectError::AuthWithoutTls { addr }
             | ConnectError::FeatureRefused { addr, .. }
             | ConnectError::Tls { addr, .. }
             | ConnectError::Subscribe { addr, .. } => addr,
@@ -202,8 +211,8 @@ impl ConnectError {
     }
 
     /// Whether trying again cannot succeed without a change of configuration or of nsqd:
-    /// an HTTP port given for the TCP port, AUTH required with no secret or refused
-    /// (`E_AUTH_FAILED`, `E_UNAUTHORIZED`), TLS or compression not agreed, an untrusted
+    /// an HTTP port given for the TCP port, AUTH required with no secret, over plaintext, or
+    /// refused (`E_AUTH_FAILED`, `E_UNAUTHORIZED`), TLS or compression not agreed, an untrusted
     /// certificate, an invalid server name, or a refusal such as `E_BAD_TOPIC` or
     /// `E_INVALID` (for example a TLS-required nsqd asked to SUB without TLS). Refused
     /// connections, timeouts and resets are transient: the consumer keeps retrying them.
@@ -220,6 +229,7 @@ impl ConnectError {
             ConnectError::Io { .. } | ConnectError::Timeout { .. } => false,
             ConnectError::HttpPort { .. }
             | ConnectError::AuthRequired { .. }
+            | ConnectError::AuthWithoutTls { .. }
             | ConnectError::FeatureRefused { .. }
             | ConnectError::ServerName { .. }
             | ConnectError::Protocol { .. } => true,

@@ -2,6 +2,8 @@
 //! for tests that make a broker require AUTH.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -15,12 +17,27 @@ use tokio::net::TcpListener;
 ///
 /// When no loopback port can be bound.
 pub async fn start(secret: &str, grant: serde_json::Value) -> SocketAddr {
+    start_counted(secret, grant).await.0
+}
+
+/// [`start`], and a count of the requests the service has read (each one an nsqd passing on
+/// a client's secret), so a test can tell whether a secret was sent at all.
+///
+/// # Panics
+///
+/// When no loopback port can be bound.
+pub async fn start_counted(
+    secret: &str,
+    grant: serde_json::Value,
+) -> (SocketAddr, Arc<AtomicUsize>) {
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counter = requests.clone();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
     let (secret, grant) = (secret.to_owned(), grant.to_string());
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
-            let (secret, grant) = (secret.clone(), grant.clone());
+            let (secret, grant, counter) = (secret.clone(), grant.clone(), counter.clone());
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 let mut buf = [0u8; 1024];
@@ -30,6 +47,7 @@ pub async fn start(secret: &str, grant: serde_json::Value) -> SocketAddr {
                         Ok(n) => head.extend_from_slice(&buf[..n]),
                     }
                 }
+                counter.fetch_add(1, Ordering::SeqCst);
                 let head = String::from_utf8_lossy(&head);
                 let known = head.lines().next().is_some_and(|l| {
                     l.contains(&format!("secret={secret}&"))
@@ -51,5 +69,5 @@ pub async fn start(secret: &str, grant: serde_json::Value) -> SocketAddr {
             });
         }
     });
-    addr
+    (addr, requests)
 }

@@ -390,7 +390,11 @@ async fn refused_auth(kind: BrokerKind) {
     let consumer = Consumer::builder(topic("t"), channel("c"))
         .nsqd(broker.tcp_addr().to_string())
         .config(
-            ConsumerConfig::default().connection(ConnectionConfig::default().auth_secret("wrong")),
+            ConsumerConfig::default().connection(
+                ConnectionConfig::default()
+                    .auth_secret("wrong")
+                    .allow_plaintext_auth(true),
+            ),
         )
         .build()
         .unwrap();
@@ -410,7 +414,11 @@ async fn refused_auth(kind: BrokerKind) {
     let consumer = Consumer::builder(topic("t"), channel("c"))
         .nsqd(broker.tcp_addr().to_string())
         .config(
-            ConsumerConfig::default().connection(ConnectionConfig::default().auth_secret("right")),
+            ConsumerConfig::default().connection(
+                ConnectionConfig::default()
+                    .auth_secret("right")
+                    .allow_plaintext_auth(true),
+            ),
         )
         .build()
         .unwrap();

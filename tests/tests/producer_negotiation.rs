@@ -283,7 +283,8 @@ async fn auth_with_the_right_secret_publishes_and_is_authed() {
         let id = "neg-auth";
         let connection = ConnectionConfig::default()
             .client_id(id)
-            .auth_secret(SECRET);
+            .auth_secret(SECRET)
+            .allow_plaintext_auth(true);
         let p = producer(broker.tcp_addr(), connection);
         let topic = Topic::new(TOPIC).unwrap();
         p.publish(&topic, "one").await.expect("PUB");
@@ -308,7 +309,9 @@ async fn auth_with_a_wrong_or_no_secret_fails_clearly() {
             continue;
         }
         let broker = auth_broker(kind, service).await;
-        let wrong = ConnectionConfig::default().auth_secret("not-the-secret");
+        let wrong = ConnectionConfig::default()
+            .auth_secret("not-the-secret")
+            .allow_plaintext_auth(true);
         assert_refused(&broker, wrong, "refused the handshake: E_AUTH_FAILED").await;
         let expected = nsq_client::ConnectError::AuthRequired {
             addr: broker.tcp_addr().to_string(),
