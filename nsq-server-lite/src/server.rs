@@ -425,8 +425,20 @@ impl Nsqd {
     }
 
     /// Stops accepting, closes every connection and waits for the broker's tasks to end.
-    /// Messages still queued are dropped with the broker, as with nsqd's memory queue.
-    pub async fn shutdown(self) {
+    /// Messages still queued are dropped with the broker, as with nsqd's memory queue, so a
+    /// test can use it as a crash of nsqd. Once it returns the broker is gone for good; its
+    /// addresses stay readable.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let nsqd = nsq_server_lite::Nsqd::start().await?;
+    /// nsqd.shutdown().await;
+    /// assert!(tokio::net::TcpStream::connect(nsqd.tcp_addr()).await.is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn shutdown(&self) {
         self.broker.shutdown.cancel();
         self.tasks.close();
         self.tasks.wait().await;

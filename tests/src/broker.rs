@@ -153,6 +153,9 @@ pub struct BrokerOpts {
     /// For the lite broker only: require AUTH decided in-process by this authenticator
     /// (takes precedence over `auth_http_address`).
     pub lite_auth: Option<Arc<dyn Authenticator>>,
+    /// For real nsqd only: more flags, such as `--mem-queue-size=0` (the lite broker has no
+    /// disk queue).
+    pub real_flags: Vec<String>,
 }
 
 impl BrokerOpts {
@@ -179,6 +182,7 @@ impl BrokerOpts {
         if let Some(addr) = &self.auth_http_address {
             flags.push(format!("--auth-http-address={addr}"));
         }
+        flags.extend(self.real_flags.iter().cloned());
         flags
     }
 
@@ -278,6 +282,17 @@ impl Broker {
                     builder.start().await.expect("lite broker starts"),
                 ))
             }
+        }
+    }
+
+    /// Ends the broker at once, as a crash would: real nsqd gets SIGKILL (its memory queue
+    /// and in-flight messages are gone; its data path stays, for
+    /// [`restart`](RealNsqd::restart)), the lite broker shuts down without draining (its
+    /// queues are dropped). Returns once it is gone.
+    pub async fn kill(&mut self) {
+        match self {
+            Self::RealNsqd(nsqd) => nsqd.kill(),
+            Self::Lite(nsqd) => nsqd.shutdown().await,
         }
     }
 

@@ -153,7 +153,19 @@ impl RealNsqd {
         let _ = self.child.wait();
     }
 
-    /// Starts nsqd again (after [`terminate`](Self::terminate)) on the same ports, with the same
+    /// Kills nsqd with SIGKILL, as a crash would, and waits for it to exit: what it held in
+    /// memory (its memory queue, in-flight and deferred messages) is lost, what its disk queue
+    /// holds stays in the data path for [`restart`](Self::restart).
+    ///
+    /// # Panics
+    ///
+    /// When the signal cannot be sent.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL nsqd");
+        let _ = self.child.wait();
+    }
+
+    /// Starts nsqd again (after [`terminate`](Self::terminate) or [`kill`](Self::kill)) on the same ports, with the same
     /// data path and flags; returns once it listens.
     ///
     /// # Panics
