@@ -258,29 +258,55 @@ impl Broker {
                 .expect("nsqd start-up panicked");
                 Some(Self::RealNsqd(real))
             }
-            BrokerKind::Lite => {
-                let mut builder = opts.lite_builder();
-                if let Some(tls) = &opts.tls {
-                    let client_auth = if tls.client_ca.is_some() {
-                        nsq_server_lite::tls::ClientAuth::RequireVerify
-                    } else {
-                        nsq_server_lite::tls::ClientAuth::None
-                    };
-                    let config = nsq_server_lite::tls::server_config(
-                        &tls.cert,
-                        &tls.key,
-                        tls.client_ca.as_deref(),
-                        client_auth,
-                    )
-                    .expect("test certificates load");
-                    builder = builder.tls(config).tls_required(TlsRequired::TcpOnly);
-                }
-                for addr in &opts.lookupd_tcp {
-                    builder = builder.lookupd_tcp_address(addr.to_string());
-                }
-                Some(Self::Lite(
-                    builder.start().await.expect("lite broker starts"),
-                ))
+            BrokerKind::Lite => Some(Self::Lite(Self::start_lite(opts, None).await)),
+        }
+    }
+
+    /// Starts a lite broker with `opts`, on `addrs` (TCP, HTTP) when given.
+    async fn start_lite(opts: &BrokerOpts, addrs: Option<(SocketAddr, SocketAddr)>) -> LiteNsqd {
+        let mut builder = opts.lite_builder();
+        if let Some((tcp, http)) = addrs {
+            builder = builder.tcp_address(tcp).http_address(http);
+        }
+        if let Some(tls) = &opts.tls {
+            let client_auth = if tls.client_ca.is_some() {
+                nsq_server_lite::tls::ClientAuth::RequireVerify
+            } else {
+                nsq_server_lite::tls::ClientAuth::None
+            };
+            let config = nsq_server_lite::tls::server_config(
+                &tls.cert,
+                &tls.key,
+                tls.client_ca.as_deref(),
+                client_auth,
+            )
+            .expect("test certificates load");
+            builder = builder.tls(config).tls_required(TlsRequired::TcpOnly);
+        }
+        for addr in &opts.lookupd_tcp {
+            builder = builder.lookupd_tcp_address(addr.to_string());
+        }
+        builder.start().await.expect("lite broker starts")
+    }
+
+    /// Stops the broker the way an operator does and starts it again on the same ports, with
+    /// `opts` (those it was started with). Real nsqd gets SIGTERM, so it writes what it holds
+    /// to its data path and has it back; the lite broker has no disk and comes back empty.
+    /// Returns once it listens again.
+    ///
+    /// # Panics
+    ///
+    /// When it cannot start again.
+    pub async fn restart(&mut self, opts: &BrokerOpts) {
+        match self {
+            Self::RealNsqd(nsqd) => tokio::task::block_in_place(|| {
+                nsqd.terminate();
+                nsqd.restart();
+            }),
+            Self::Lite(nsqd) => {
+                let addrs = (nsqd.tcp_addr(), nsqd.http_addr());
+                nsqd.shutdown().await;
+                *nsqd = Self::start_lite(opts, Some(addrs)).await;
             }
         }
     }

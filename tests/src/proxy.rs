@@ -5,7 +5,7 @@
 //! dead as far as clients can tell, while the test can still ask it what it received).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -35,6 +35,8 @@ pub struct Proxy {
     mode: watch::Sender<Mode>,
     stop: CancellationToken,
     tasks: TaskTracker,
+    /// Connections forwarded so far (each one connected to the broker).
+    forwarded: Arc<AtomicUsize>,
 }
 
 impl Proxy {
@@ -51,7 +53,9 @@ impl Proxy {
         let (mode, _) = watch::channel(Mode::Open);
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
+        let forwarded = Arc::new(AtomicUsize::new(0));
         let (mode_rx, stop2, tasks2) = (mode.subscribe(), stop.clone(), tasks.clone());
+        let forwarded2 = forwarded.clone();
         tasks.spawn(async move {
             loop {
                 let accepted = tokio::select! {
@@ -66,6 +70,7 @@ impl Proxy {
                 let Ok(server) = TcpStream::connect(target).await else {
                     continue;
                 };
+                forwarded2.fetch_add(1, Ordering::SeqCst);
                 tasks2.spawn(pipe(client, server, mode_rx.clone(), stop2.clone()));
             }
         });
@@ -74,7 +79,14 @@ impl Proxy {
             mode,
             stop,
             tasks,
+            forwarded,
         }
+    }
+
+    /// How many client connections the proxy has forwarded so far, each one connected to the
+    /// broker before it is counted.
+    pub fn forwarded(&self) -> usize {
+        self.forwarded.load(Ordering::SeqCst)
     }
 
     /// The address clients connect to.
