@@ -2,7 +2,7 @@
 //! for tests that make a broker require AUTH.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,27 +17,52 @@ use tokio::net::TcpListener;
 ///
 /// When no loopback port can be bound.
 pub async fn start(secret: &str, grant: serde_json::Value) -> SocketAddr {
-    start_counted(secret, grant).await.0
+    serve(secret, grant).await.addr
 }
 
-/// [`start`], and a count of the requests the service has read (each one an nsqd passing on
-/// a client's secret), so a test can tell whether a secret was sent at all.
+/// A running auth service (see [`serve`]).
+#[derive(Debug, Clone)]
+pub struct AuthService {
+    /// Its address, for `--auth-http-address`.
+    pub addr: SocketAddr,
+    requests: Arc<AtomicUsize>,
+    revoked: Arc<AtomicBool>,
+}
+
+impl AuthService {
+    /// How many requests it has read (each one an nsqd passing on a client's secret), so a
+    /// test can tell whether a secret was sent at all, or asked about again.
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    /// From now on the secret is refused too (403), as when a user's access is withdrawn.
+    pub fn revoke(&self) {
+        self.revoked.store(true, Ordering::SeqCst);
+    }
+}
+
+/// [`start`], returning the service itself: its request count, and a switch to revoke the
+/// grant.
 ///
 /// # Panics
 ///
 /// When no loopback port can be bound.
-pub async fn start_counted(
-    secret: &str,
-    grant: serde_json::Value,
-) -> (SocketAddr, Arc<AtomicUsize>) {
+pub async fn serve(secret: &str, grant: serde_json::Value) -> AuthService {
     let requests = Arc::new(AtomicUsize::new(0));
-    let counter = requests.clone();
+    let revoked = Arc::new(AtomicBool::new(false));
+    let (counter, revoked2) = (requests.clone(), revoked.clone());
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
     let (secret, grant) = (secret.to_owned(), grant.to_string());
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
-            let (secret, grant, counter) = (secret.clone(), grant.clone(), counter.clone());
+            let (secret, grant, counter, revoked) = (
+                secret.clone(),
+                grant.clone(),
+                counter.clone(),
+                revoked2.clone(),
+            );
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 let mut buf = [0u8; 1024];
@@ -49,10 +74,11 @@ pub async fn start_counted(
                 }
                 counter.fetch_add(1, Ordering::SeqCst);
                 let head = String::from_utf8_lossy(&head);
-                let known = head.lines().next().is_some_and(|l| {
-                    l.contains(&format!("secret={secret}&"))
-                        || l.contains(&format!("secret={secret} "))
-                });
+                let known = !revoked.load(Ordering::SeqCst)
+                    && head.lines().next().is_some_and(|l| {
+                        l.contains(&format!("secret={secret}&"))
+                            || l.contains(&format!("secret={secret} "))
+                    });
                 let (status, body) = if known {
                     ("200 OK", grant)
                 } else {
@@ -69,5 +95,9 @@ pub async fn start_counted(
             });
         }
     });
-    (addr, requests)
+    AuthService {
+        addr,
+        requests,
+        revoked,
+    }
 }

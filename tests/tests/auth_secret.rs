@@ -9,7 +9,6 @@
 //! * no log line, at any level, holds it.
 
 use std::io::Write;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,9 +47,9 @@ async fn plaintext(kind: BrokerKind) {
     if !kind.available() {
         return;
     }
-    let (service, requests) = nsq_tests::auth::start_counted(SECRET, grant()).await;
+    let service = nsq_tests::auth::serve(SECRET, grant()).await;
     let opts = BrokerOpts {
-        auth_http_address: Some(service.to_string()),
+        auth_http_address: Some(service.addr.to_string()),
         ..BrokerOpts::default()
     };
     let broker = Broker::start(kind, &opts).await.unwrap();
@@ -90,7 +89,7 @@ async fn plaintext(kind: BrokerKind) {
     }
     p.stop().await;
     assert_eq!(
-        requests.load(Ordering::SeqCst),
+        service.requests(),
         0,
         "{what}: the auth service heard of the secret"
     );
@@ -104,7 +103,7 @@ async fn plaintext(kind: BrokerKind) {
     );
     c.connected(WAIT).await.expect("opted in");
     c.stop().await;
-    assert!(requests.load(Ordering::SeqCst) >= 1, "{what}");
+    assert!(service.requests() >= 1, "{what}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,10 +116,10 @@ async fn over_tls(kind: BrokerKind) {
     if !kind.available() {
         return;
     }
-    let (service, requests) = nsq_tests::auth::start_counted(SECRET, grant()).await;
+    let service = nsq_tests::auth::serve(SECRET, grant()).await;
     let certs = TestCerts::generate();
     let opts = BrokerOpts {
-        auth_http_address: Some(service.to_string()),
+        auth_http_address: Some(service.addr.to_string()),
         tls: Some(BrokerTls {
             cert: certs.server_cert.clone(),
             key: certs.server_key.clone(),
@@ -138,7 +137,7 @@ async fn over_tls(kind: BrokerKind) {
         .await
         .unwrap_or_else(|e| panic!("{what}: {e}"));
     c.stop().await;
-    assert!(requests.load(Ordering::SeqCst) >= 1, "{what}");
+    assert!(service.requests() >= 1, "{what}");
 }
 
 /// Everything the subscriber writes, shared with the test.
@@ -171,9 +170,9 @@ fn the_secret_never_reaches_the_logs() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let (service, _) = nsq_tests::auth::start_counted(SECRET, grant()).await;
+        let service = nsq_tests::auth::serve(SECRET, grant()).await;
         let opts = BrokerOpts {
-            auth_http_address: Some(service.to_string()),
+            auth_http_address: Some(service.addr.to_string()),
             ..BrokerOpts::default()
         };
         let broker = Broker::start(BrokerKind::Lite, &opts).await.unwrap();

@@ -99,7 +99,9 @@ async fn soak(kind: BrokerKind, length: Duration) {
         rounds += 1;
         // Every connection of the round is closed: what it opened is gone.
         eventually(
-            &format!("{what}: fds and tasks back to the baseline {baseline:?} after round {rounds}"),
+            &format!(
+                "{what}: fds and tasks back to the baseline {baseline:?} after round {rounds}"
+            ),
             WAIT,
             || async move {
                 let now = open_now();
