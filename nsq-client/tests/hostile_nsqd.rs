@@ -2,7 +2,9 @@
 //! small for their type, of unknown types, messages shorter than their header, a fatal error,
 //! and a frame cut short by a close. Each must end that connection with a typed
 //! [`DisconnectReason`] (nothing allocated for a size it refuses, no panic), and the consumer
-//! must connect again and go on.
+//! must connect again and go on. A hostile IDENTIFY answer (a JSON bomb, garbage, or one
+//! dribbled a byte at a time, slowloris fashion) is a typed connect error within the dial
+//! timeout.
 
 mod scripted;
 
@@ -206,4 +208,56 @@ async fn a_hostile_identify_answer_is_a_typed_connect_error() {
         .expect("both answers served")
         .unwrap();
     drop(consumer);
+}
+
+/// A slowloris nsqd, dribbling its IDENTIFY answer a byte at a time: the dial timeout bounds
+/// the whole handshake, not each read, so the attempt fails typed (`Timeout`) in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dribbled_handshake_answer_times_out_as_a_whole() {
+    const DIAL_TIMEOUT: Duration = Duration::from_millis(500);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let nsqd = tokio::spawn(async move {
+        let framed = scripted::accept_until_identify(&listener).await;
+        let mut socket = framed.into_inner();
+        let answer = br#"{"max_rdy_count":2500,"version":"1.3.0","max_msg_timeout":900000,"msg_timeout":60000,"tls_v1":false,"deflate":false,"deflate_level":6,"max_deflate_level":6,"snappy":false,"sample_rate":0,"auth_required":false,"output_buffer_size":16384,"output_buffer_timeout":250}"#;
+        let wire = frame(4 + answer.len() as u32, 0, answer);
+        // 50 ms a byte: the whole answer would take over ten seconds.
+        let mut pace = tokio::time::interval(Duration::from_millis(50));
+        for byte in wire {
+            pace.tick().await;
+            if socket.write_all(&[byte]).await.is_err() {
+                return; // the client gave up: what this test wants
+            }
+        }
+    });
+    let consumer = Consumer::builder(Topic::new("t").unwrap(), Channel::new("c").unwrap())
+        .nsqd(addr.to_string())
+        .config(
+            ConsumerConfig::default()
+                .connection(nsq_client::ConnectionConfig::default().dial_timeout(DIAL_TIMEOUT)),
+        )
+        .build()
+        .unwrap();
+    let mut events = consumer.events();
+    let started = std::time::Instant::now();
+    let _ = consumer.connected(Duration::from_millis(1)).await; // starts it
+    let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .expect("an event within 10 s")
+        .expect("events open");
+    let ConsumerEvent::ConnectFailed { error, .. } = &event else {
+        panic!("expected a connect failure, got {event:?}");
+    };
+    assert!(
+        matches!(error.as_ref(), nsq_client::ConnectError::Timeout { after, .. } if *after == DIAL_TIMEOUT),
+        "{error:?}"
+    );
+    assert!(
+        started.elapsed() < DIAL_TIMEOUT * 4,
+        "the handshake took {:?}",
+        started.elapsed()
+    );
+    drop(consumer);
+    nsqd.abort();
 }
