@@ -509,6 +509,69 @@ async fn truncated_commands(b: Broker) -> Log {
     log
 }
 
+/// Declared sizes a hostile client sends: near 2^31, negative (as nsqd reads them, int32),
+/// and commands with more parameters than they take. Each on a connection of its own; the
+/// reply, then what follows.
+async fn hostile_sizes(b: Broker) -> Log {
+    let mut log = Log::new();
+    let cases: [(&str, &[u8]); 11] = [
+        ("PUB size 2^31-1", b"PUB t\n\x7f\xff\xff\xff"),
+        ("PUB size -1", b"PUB t\n\xff\xff\xff\xff"),
+        ("PUB size -2^31", b"PUB t\n\x80\x00\x00\x00"),
+        ("DPUB size -1", b"DPUB t 10\n\xff\xff\xff\xff"),
+        ("MPUB size 2^31-1", b"MPUB t\n\x7f\xff\xff\xff"),
+        ("MPUB size -1", b"MPUB t\n\xff\xff\xff\xff"),
+        ("MPUB count -1", b"MPUB t\n\x00\x00\x00\x20\xff\xff\xff\xff"),
+        (
+            "MPUB message size -1",
+            b"MPUB t\n\x00\x00\x00\x20\x00\x00\x00\x01\xff\xff\xff\xff",
+        ),
+        ("IDENTIFY size 2^31-1", b"IDENTIFY\n\x7f\xff\xff\xff"),
+        ("IDENTIFY size -1", b"IDENTIFY\n\xff\xff\xff\xff"),
+        ("AUTH size -1", b"AUTH\n\xff\xff\xff\xff"),
+    ];
+    for (what, bytes) in cases {
+        let mut c = connect(&b).await;
+        raw(&mut c, bytes).await;
+        let first = render(next(&mut c).await);
+        if first == "EOF" {
+            log.push(format!("{what}: EOF"));
+        } else {
+            log.push(format!(
+                "{what}: {first} then {}",
+                render(next(&mut c).await)
+            ));
+        }
+    }
+    // More parameters than a command takes: its answer (if any), then whether the
+    // connection still works.
+    let extra: [(&str, &[u8]); 4] = [
+        ("SUB with extra parameters", b"SUB t c extra more\n"),
+        ("RDY with extra parameters", b"RDY 1 2\n"),
+        ("NOP with parameters", b"NOP x\n"),
+        (
+            "PUB with extra parameters",
+            b"PUB t extra\n\x00\x00\x00\x01x",
+        ),
+    ];
+    for (what, bytes) in extra {
+        let mut c = connect(&b).await;
+        raw(&mut c, bytes).await;
+        let first = quiet(&mut c, Duration::from_millis(300)).await;
+        let first = first
+            .strip_prefix("not quiet: ")
+            .unwrap_or(&first)
+            .to_owned();
+        let then = if first.starts_with("ERR") {
+            render(next(&mut c).await)
+        } else {
+            alive(&mut c).await
+        };
+        log.push(format!("{what}: {first} then {then}"));
+    }
+    log
+}
+
 async fn sub_commands(b: Broker) -> Log {
     let mut log = Log::new();
     for line in ["SUB a!b c\n", "SUB t c!\n", "SUB t\n"] {
@@ -1370,6 +1433,12 @@ async fn commands_answer_like_nsqd() {
             TRUNCATED,
         ),
         case(
+            "hostile sizes and parameters",
+            BrokerOpts::default(),
+            |b| hostile_sizes(b).boxed(),
+            HOSTILE_SIZES,
+        ),
+        case(
             "SUB",
             BrokerOpts::default(),
             |b| sub_commands(b).boxed(),
@@ -1565,6 +1634,23 @@ const IDENTIFY: &[&str] = &[
 const IDENTIFY_JSON_DEPTH: &[&str] = &[
     "10000 levels: OK",
     "10001 levels: ERR E_BAD_BODY IDENTIFY failed to decode JSON body",
+];
+const HOSTILE_SIZES: &[&str] = &[
+    "PUB size 2^31-1: ERR E_BAD_MESSAGE PUB message too big 2147483647 > 1048576 then EOF",
+    "PUB size -1: ERR E_BAD_MESSAGE PUB invalid message body size -1 then EOF",
+    "PUB size -2^31: ERR E_BAD_MESSAGE PUB invalid message body size -2147483648 then EOF",
+    "DPUB size -1: ERR E_BAD_MESSAGE DPUB invalid message body size -1 then EOF",
+    "MPUB size 2^31-1: ERR E_BAD_BODY MPUB body too big 2147483647 > 5242880 then EOF",
+    "MPUB size -1: ERR E_BAD_BODY MPUB invalid body size -1 then EOF",
+    "MPUB count -1: ERR E_BAD_BODY MPUB invalid message count -1 then EOF",
+    "MPUB message size -1: ERR E_BAD_MESSAGE MPUB invalid message(0) body size -1 then EOF",
+    "IDENTIFY size 2^31-1: ERR E_BAD_BODY IDENTIFY body too big 2147483647 > 5242880 then EOF",
+    "IDENTIFY size -1: ERR E_BAD_BODY IDENTIFY invalid body size -1 then EOF",
+    "AUTH size -1: ERR E_BAD_BODY AUTH invalid body size -1 then EOF",
+    "SUB with extra parameters: OK then probe: OK",
+    "RDY with extra parameters: ERR E_INVALID cannot RDY in current state then EOF",
+    "NOP with parameters: quiet then probe: OK",
+    "PUB with extra parameters: OK then probe: OK",
 ];
 const TRUNCATED: &[&str] = &[
     "PUB line cut: EOF",
