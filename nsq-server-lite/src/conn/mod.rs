@@ -43,10 +43,16 @@ pub(crate) async fn serve<S>(broker: Arc<Broker>, mut stream: S, remote: Peer)
 where
     S: AsyncStream + 'static,
 {
+    // nsqd 1.3.0 reads the magic with no deadline (`io.ReadFull` on the bare connection, in
+    // nsqd/tcp.go): a client that says nothing is kept until it goes, or the broker stops.
+    // The read deadline starts with the command loop.
     let mut magic = [0u8; 4];
-    match timeout(broker.opts.client_timeout, stream.read_exact(&mut magic)).await {
-        Ok(Ok(_)) => {}
-        _ => return,
+    let read = tokio::select! {
+        read = stream.read_exact(&mut magic) => read,
+        () = broker.shutdown.cancelled() => return,
+    };
+    if read.is_err() {
+        return;
     }
     if Magic::parse(magic).ok() != Some(Magic::V2) {
         tracing::info!(%remote, ?magic, "bad protocol magic");
