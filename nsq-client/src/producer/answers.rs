@@ -26,6 +26,14 @@ pub(super) enum Pending {
 }
 
 impl Pending {
+    /// The requests it stands for, as they were queued.
+    pub(super) fn into_requests(self) -> Vec<Request> {
+        match self {
+            Pending::One(request) => vec![request],
+            Pending::Merged(requests) => requests,
+        }
+    }
+
     /// How many requests it answers.
     pub(super) fn requests(&self) -> usize {
         match self {

@@ -2,6 +2,7 @@
 //! when there is something to send, writes every queued request it has at hand in one
 //! write, and reconnects with backoff after a failure.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +28,9 @@ pub(super) struct ProducerConnection {
     pub(super) addr: String,
     pub(super) config: ProducerConfig,
     pub(super) rx: mpsc::Receiver<Request>,
+    /// Requests taken from the queue for a connection that died before they were written:
+    /// nsqd never saw them, so they go first on the next connection (held, in the stats).
+    pub(super) carried: VecDeque<Request>,
     pub(super) cancel: CancellationToken,
     pub(super) counters: Arc<Counters>,
 }
@@ -38,13 +42,19 @@ impl ProducerConnection {
         loop {
             // Connect only when there is something to send.
             // Queued requests go first (`biased`), so stopping lets them finish.
-            let first = tokio::select! {
-                biased;
-                request = self.rx.recv() => match request {
-                    Some(request) => request,
-                    None => return,
+            let first = match self.carried.pop_front() {
+                Some(request) => {
+                    self.counters.release(1);
+                    request
+                }
+                None => tokio::select! {
+                    biased;
+                    request = self.rx.recv() => match request {
+                        Some(request) => request,
+                        None => return,
+                    },
+                    _ = self.cancel.cancelled() => return,
                 },
-                _ = self.cancel.cancelled() => return,
             };
             if first.respond.is_closed() {
                 continue;
@@ -77,6 +87,10 @@ impl ProducerConnection {
                     first.fail(PublishErrorKind::Connect(why.clone()));
                     // Everything already queued would wait for the same nsqd: fail it now,
                     // so callers can go elsewhere.
+                    self.counters.release(self.carried.len());
+                    for request in self.carried.drain(..) {
+                        request.fail(PublishErrorKind::Connect(why.clone()));
+                    }
                     while let Ok(request) = self.rx.try_recv() {
                         request.fail(PublishErrorKind::Connect(why.clone()));
                     }
@@ -167,12 +181,17 @@ impl ProducerConnection {
                 // Coalesce every request at hand into one write.
                 batch.push(request);
                 while batch.len() < MAX_BATCH {
+                    if let Some(request) = self.carried.pop_front() {
+                        self.counters.release(1);
+                        batch.push(request);
+                        continue;
+                    }
                     match self.rx.try_recv() {
                         Ok(request) => batch.push(request),
                         Err(_) => break,
                     }
                 }
-                if let Err(why) = writer.write_batch(&mut batch).await {
+                if let Err(why) = writer.write_batch(&mut batch, &mut self.carried).await {
                     break Err(why);
                 }
                 continue;
@@ -253,8 +272,14 @@ impl Writer {
     }
 
     /// Encodes the batch (see [`merge::encode_batch`]), hands each command to the reader in
-    /// order, and writes it all at once.
-    async fn write_batch(&mut self, batch: &mut Vec<Request>) -> Result<(), DisconnectReason> {
+    /// order, and writes it all at once. When the reader has already seen the connection
+    /// end, nothing is written: the batch's requests go to `carried`, for the next
+    /// connection, and its pings fail.
+    async fn write_batch(
+        &mut self,
+        batch: &mut Vec<Request>,
+        carried: &mut VecDeque<Request>,
+    ) -> Result<(), DisconnectReason> {
         self.buf.clear();
         self.staged.clear();
         merge::encode_batch(
@@ -269,9 +294,17 @@ impl Writer {
         {
             let mut queue = self.written.lock();
             if let Some(why) = &queue.reader_done {
+                let why = why.clone();
+                drop(queue);
+                let before = carried.len();
                 for p in self.staged.drain(..) {
-                    p.answer(Err(PublishErrorKind::Disconnected(why.clone())));
+                    carried.extend(p.into_requests());
                 }
+                self.counters.hold(carried.len() - before);
+                for ping in self.pings.drain(..) {
+                    ping.fail(PublishErrorKind::Disconnected(why.clone()));
+                }
+                return Err(why);
             } else {
                 self.counters
                     .hold(self.staged.iter().map(Pending::requests).sum());
@@ -313,5 +346,74 @@ impl Writer {
             Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(DisconnectReason::WriteTimeout(self.write_timeout)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use nsq_proto::Topic;
+    use tokio::io::AsyncReadExt;
+    use tokio::sync::oneshot;
+
+    fn publish(body: &'static str) -> (Request, oneshot::Receiver<super::super::Answer>) {
+        let (respond, answer) = oneshot::channel();
+        let cmd = Command::Pub {
+            topic: Topic::new("t").unwrap(),
+            body: Bytes::from_static(body.as_bytes()),
+        };
+        (Request { cmd, respond }, answer)
+    }
+
+    /// The reader saw the connection end while the writer took a batch from the queue: the
+    /// batch was never written, so it must wait for the next connection, not fail.
+    #[tokio::test]
+    async fn a_batch_for_a_connection_that_already_ended_is_carried_not_failed() {
+        let (ours, mut theirs) = tokio::io::duplex(1024);
+        let (read_half, write_half) = tokio::io::split(Box::new(ours) as Transport);
+        let written = Arc::new(Written::default());
+        written.lock().reader_done = Some(DisconnectReason::ClosedByPeer);
+        let counters = Arc::new(Counters::default());
+        let mut writer = Writer {
+            write_half,
+            written: written.clone(),
+            buf: BytesMut::new(),
+            staged: Vec::new(),
+            pings: Vec::new(),
+            merge: Some(16 * 1024),
+            write_timeout: Duration::from_secs(1),
+            counters: counters.clone(),
+        };
+        let (a, mut a_answer) = publish("a");
+        let (b, mut b_answer) = publish("b");
+        let mut batch = vec![a, b];
+        let mut carried = VecDeque::new();
+        let result = writer.write_batch(&mut batch, &mut carried).await;
+        assert!(
+            matches!(result, Err(DisconnectReason::ClosedByPeer)),
+            "{result:?}"
+        );
+        let bodies: Vec<_> = carried
+            .iter()
+            .map(|r| match &r.cmd {
+                Command::Pub { body, .. } => body.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(bodies, ["a", "b"], "both carried, in order (unmerged)");
+        assert!(
+            a_answer.try_recv().is_err() && b_answer.try_recv().is_err(),
+            "not answered"
+        );
+        assert_eq!(counters.snapshot(0).in_flight, 2, "held while carried");
+        assert!(
+            written.lock().pending.is_empty(),
+            "nothing handed to the reader"
+        );
+        drop((writer, read_half));
+        let mut wire = Vec::new();
+        theirs.read_to_end(&mut wire).await.unwrap();
+        assert!(wire.is_empty(), "nothing written: {wire:?}");
     }
 }

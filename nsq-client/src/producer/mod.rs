@@ -384,6 +384,7 @@ impl Shared {
                 addr: self.addr.clone(),
                 config: self.config.clone(),
                 rx,
+                carried: std::collections::VecDeque::new(),
                 cancel: self.cancel.clone(),
                 counters: self.counters.clone(),
             };
