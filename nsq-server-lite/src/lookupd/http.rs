@@ -126,6 +126,12 @@ impl Params {
         Some(Params(params))
     }
 
+    /// Every pair, in the query's order.
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn into_pairs(self) -> Vec<(String, String)> {
+        self.0
+    }
+
     pub(crate) fn get(&self, key: &str) -> Option<&str> {
         self.0
             .iter()
