@@ -338,3 +338,38 @@ async fn a_heartbeat_read_with_the_identify_answer_is_answered_at_once() {
         ]
     );
 }
+
+/// nsqd answers a publish with `OK` or an error: any other response is no success. The
+/// publish fails, typed, and the connection, out of step, is dropped. (Found by the
+/// client_handshake fuzz target, where a response of two stray bytes counted as `OK`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_other_than_ok_does_not_answer_a_publish() {
+    for stray in [&b"\x1aK"[..], b"CLOSE_WAIT", b"{}"] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (go, go_rx) = oneshot::channel();
+        let nsqd = tokio::spawn(async move {
+            let mut framed = accept_producer(&listener, go_rx).await;
+            let pub_cmd = framed.next().await.unwrap().unwrap();
+            framed
+                .send(Frame::Response(Response::Data(Bytes::from_static(stray))))
+                .await
+                .unwrap();
+            pub_cmd
+        });
+        let producer = Producer::new(addr.to_string(), ProducerConfig::default()).unwrap();
+        let t = Topic::new("t").unwrap();
+        let mut publishes = publishes_of(&producer, &t, &["one"]);
+        go.send(()).unwrap();
+        let err = publishes.pop().unwrap().await.unwrap_err();
+        assert!(
+            matches!(
+                err.kind(),
+                PublishErrorKind::Disconnected(DisconnectReason::UnexpectedFrame(_))
+            ),
+            "{stray:?}: {err}"
+        );
+        assert!(matches!(nsqd.await.unwrap(), Command::Pub { .. }));
+        assert_eq!(producer.stats().messages_published, 0, "{stray:?}");
+    }
+}
