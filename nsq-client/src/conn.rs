@@ -231,7 +231,7 @@ fn refused(addr: &str, feature: &'static str) -> ConnectError {
 }
 
 /// The stream under `framed`, with what it had already read put back in front.
-fn rewound(framed: Framed<Transport, ClientCodec>) -> Transport {
+pub(crate) fn rewound(framed: Framed<Transport, ClientCodec>) -> Transport {
     let FramedParts { io, read_buf, .. } = framed.into_parts();
     if read_buf.is_empty() {
         io

@@ -288,3 +288,88 @@ async fn requests_count_in_flight_until_answered() {
     // has closed the socket yet.)
     nsqd.await.unwrap();
 }
+
+/// A frame that arrives with the IDENTIFY answer, in the same read, is handled at once: here
+/// a heartbeat, which nsqd may send as the handshake ends, is answered with NOP although nsqd
+/// sends nothing more until it gets one. (Found by the client_handshake fuzz target: what the
+/// handshake had read past its last answer waited in the read buffer for the next read.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_read_with_the_identify_answer_is_answered_at_once() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let nsqd = tokio::spawn(async move {
+        let mut framed = scripted::accept_until_identify(&listener).await;
+        let mut wire = bytes::BytesMut::new();
+        let identify = Bytes::from_static(br#"{"max_rdy_count":2500,"version":"1.3.0","max_msg_timeout":900000,"msg_timeout":60000,"tls_v1":false,"deflate":false,"deflate_level":6,"max_deflate_level":6,"snappy":false,"sample_rate":0,"auth_required":false,"output_buffer_size":16384,"output_buffer_timeout":250}"#);
+        Frame::Response(Response::Data(identify))
+            .encode(&mut wire)
+            .unwrap();
+        Frame::Response(Response::Heartbeat)
+            .encode(&mut wire)
+            .unwrap();
+        tokio::io::AsyncWriteExt::write_all(framed.get_mut(), &wire)
+            .await
+            .unwrap();
+        // The PUB and the NOP, in either order; the PUB is answered only after the NOP.
+        let mut seen = vec![
+            framed.next().await.unwrap().unwrap(),
+            framed.next().await.unwrap().unwrap(),
+        ];
+        framed.send(Frame::Response(Response::Ok)).await.unwrap();
+        seen.sort_by_key(|cmd| cmd.verb() != nsq_proto::Verb::Nop);
+        seen
+    });
+    let config = ProducerConfig::default().publish_timeout(Some(Duration::from_secs(5)));
+    let producer = Producer::new(addr.to_string(), config).unwrap();
+    let t = Topic::new("t").unwrap();
+    producer
+        .publish(&t, body("beat"))
+        .await
+        .expect("the NOP went out, so nsqd answered the PUB");
+    let seen = nsqd.await.unwrap();
+    assert_eq!(
+        seen,
+        vec![
+            Command::Nop,
+            Command::Pub {
+                topic: t,
+                body: body("beat")
+            }
+        ]
+    );
+}
+
+/// nsqd answers a publish with `OK` or an error: any other response is no success. The
+/// publish fails, typed, and the connection, out of step, is dropped. (Found by the
+/// client_handshake fuzz target, where a response of two stray bytes counted as `OK`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_other_than_ok_does_not_answer_a_publish() {
+    for stray in [&b"\x1aK"[..], b"CLOSE_WAIT", b"{}"] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (go, go_rx) = oneshot::channel();
+        let nsqd = tokio::spawn(async move {
+            let mut framed = accept_producer(&listener, go_rx).await;
+            let pub_cmd = framed.next().await.unwrap().unwrap();
+            framed
+                .send(Frame::Response(Response::Data(Bytes::from_static(stray))))
+                .await
+                .unwrap();
+            pub_cmd
+        });
+        let producer = Producer::new(addr.to_string(), ProducerConfig::default()).unwrap();
+        let t = Topic::new("t").unwrap();
+        let mut publishes = publishes_of(&producer, &t, &["one"]);
+        go.send(()).unwrap();
+        let err = publishes.pop().unwrap().await.unwrap_err();
+        assert!(
+            matches!(
+                err.kind(),
+                PublishErrorKind::Disconnected(DisconnectReason::UnexpectedFrame(_))
+            ),
+            "{stray:?}: {err}"
+        );
+        assert!(matches!(nsqd.await.unwrap(), Command::Pub { .. }));
+        assert_eq!(producer.stats().messages_published, 0, "{stray:?}");
+    }
+}

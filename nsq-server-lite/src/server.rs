@@ -410,6 +410,51 @@ impl Nsqd {
         self.http_addr
     }
 
+    /// Serves one client connection over `stream` (any byte stream, such as one end of
+    /// [`tokio::io::duplex`]) as the TCP listener serves an accepted socket: the protocol
+    /// magic, then commands until the client closes its side, the connection fails or the
+    /// broker shuts down. The returned future does the work; await it or spawn it (it needs
+    /// a tokio runtime), and [`Nsqd::shutdown`] waits for it as for any connection.
+    ///
+    /// The client has no address: `/stats` shows it as `@` and an auth service is told
+    /// `127.0.0.1`, as for a unix socket client.
+    ///
+    /// For the fuzz targets (`nsq-proto/fuzz`), behind the `fuzzing` feature; not part of
+    /// the stable API.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    ///
+    /// let nsqd = nsq_server_lite::Nsqd::start().await?;
+    /// let (mut client, server) = tokio::io::duplex(4096);
+    /// let served = tokio::spawn(nsqd.serve_connection(server));
+    /// client.write_all(b"  V2PUB orders\n\x00\x00\x00\x02hi").await?;
+    /// client.shutdown().await?; // the broker answers, then ends the connection
+    /// let mut answer = Vec::new();
+    /// client.read_to_end(&mut answer).await?;
+    /// assert_eq!(answer, b"\x00\x00\x00\x06\x00\x00\x00\x00OK");
+    /// served.await?;
+    /// nsqd.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "fuzzing")]
+    pub fn serve_connection<S>(
+        &self,
+        stream: S,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        self.tasks.track_future(crate::conn::serve(
+            self.broker.clone(),
+            stream,
+            crate::client::Peer::Unix,
+        ))
+    }
+
     /// What `/stats?format=json` would answer now.
     ///
     /// ```

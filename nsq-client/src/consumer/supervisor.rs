@@ -80,6 +80,8 @@ pub(crate) struct Supervisor {
     events: broadcast::Sender<ConsumerEvent>,
     stop: CancellationToken,
     tasks: TaskTracker,
+    /// The HTTP client for nsqlookupd, made by the first query: a consumer of nsqd given
+    /// directly never pays for it (building one loads the system's TLS roots).
     http: Option<reqwest::Client>,
     /// Addresses waiting to reconnect: failures in a row and when to try again.
     retry: HashMap<String, (u32, Instant)>,
@@ -95,16 +97,6 @@ pub(crate) struct Supervisor {
 impl Supervisor {
     pub(crate) fn new(parts: SupervisorParts) -> Self {
         let (conn_tx, conn_rx) = mpsc::unbounded_channel();
-        let http = match crate::lookupd::http_client(
-            parts.config.lookupd_poll_timeout,
-            parts.config.connection.tls.as_ref(),
-        ) {
-            Ok(http) => Some(http),
-            Err(err) => {
-                tracing::error!(%err, "cannot build the HTTP client for nsqlookupd");
-                None
-            }
-        };
         Self {
             rdy: Rdy::new(parts.config.rdy(), fastrand::u64(..)),
             topic: parts.topic,
@@ -126,7 +118,7 @@ impl Supervisor {
             events: parts.events,
             stop: parts.stop,
             tasks: parts.tasks,
-            http,
+            http: None,
             retry: HashMap::new(),
             next_poll: None,
             discovery: None,
@@ -444,12 +436,12 @@ impl Supervisor {
     /// Starts a round of lookupd queries beside the loop.
     fn poll_lookupd(&mut self) {
         self.next_poll = None;
-        let Some(http) = self.http.clone() else {
-            return;
-        };
         if self.lookupd.is_empty() {
             return;
         }
+        let Some(http) = self.http_client() else {
+            return;
+        };
         let round = discover(
             http,
             self.lookupd.clone(),
@@ -457,6 +449,21 @@ impl Supervisor {
             self.filter.clone(),
         );
         self.discovery = Some(tokio::spawn(round.in_current_span()));
+    }
+
+    /// The HTTP client for nsqlookupd, made now if this is the first query. `None` when it
+    /// cannot be made (logged); a later poll tries again.
+    fn http_client(&mut self) -> Option<reqwest::Client> {
+        if self.http.is_none() {
+            match crate::lookupd::http_client(
+                self.config.lookupd_poll_timeout,
+                self.config.connection.tls.as_ref(),
+            ) {
+                Ok(http) => self.http = Some(http),
+                Err(err) => tracing::error!(%err, "cannot build the HTTP client for nsqlookupd"),
+            }
+        }
+        self.http.clone()
     }
 
     /// Connects to newly listed nsqd and closes (after their messages drain) those no lookupd

@@ -179,7 +179,14 @@ impl AnswerReader {
                             self.heartbeat.notify_one();
                             continue;
                         }
-                        Some(Ok(Frame::Response(_))) => Ok(()),
+                        Some(Ok(Frame::Response(Response::Ok))) => Ok(()),
+                        // nsqd answers a publish with `OK` or an error, nothing else: any other
+                        // response (CLOSE_WAIT, data) means the connection is out of step.
+                        Some(Ok(Frame::Response(_))) => {
+                            return DisconnectReason::UnexpectedFrame(
+                                "a response other than OK to a publish",
+                            )
+                        }
                         Some(Ok(Frame::Error(e))) => Err(e),
                         Some(Ok(Frame::Message(_))) => {
                             return DisconnectReason::UnexpectedFrame("message")

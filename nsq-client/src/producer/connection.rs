@@ -132,10 +132,12 @@ impl ProducerConnection {
         connected: conn::Connected,
         first: Request,
     ) -> Result<(), DisconnectReason> {
-        let parts = connected.framed.into_parts();
-        let (read_half, write_half) = tokio::io::split(parts.io);
-        let mut reader = FramedRead::new(read_half, parts.codec);
-        *reader.read_buffer_mut() = parts.read_buf;
+        // What the handshake read past its last answer (a heartbeat, say) goes back in front
+        // of the stream: put in a new `FramedRead`'s buffer instead, it would wait there
+        // undecoded until nsqd sent more.
+        let codec = connected.framed.codec().clone();
+        let (read_half, write_half) = tokio::io::split(conn::rewound(connected.framed));
+        let reader = FramedRead::new(read_half, codec);
 
         let written = Arc::new(Written::default());
         let heartbeat = Arc::new(Notify::new());

@@ -1,6 +1,7 @@
-//! Checks the fuzz targets share.
+//! What the fuzz targets share: the codec checks here, a counting allocator
+//! ([`alloc`]) and the runtime of the targets that run the broker or the client ([`rt`]).
 //!
-//! Each target decodes its input twice, whole and cut in two, and asserts:
+//! Each codec target decodes its input twice, whole and cut in two, and asserts:
 //!
 //! * the `Decoder` contract on every call: an item consumes input, `Ok(None)`
 //!   consumes nothing, and no loop runs without progress;
@@ -105,4 +106,103 @@ where
     let split = decode_pieces(codec, &[head, tail], None);
     assert_eq!(whole, split, "cutting the input at {at} changed the result");
     whole
+}
+
+/// The heap in use, counted, so that a target can check what one call allocates.
+///
+/// A target that wants it declares the allocator itself
+/// (`#[global_allocator] static ALLOC: nsq_proto_fuzz::alloc::Counting = nsq_proto_fuzz::alloc::Counting;`);
+/// the others keep the system allocator unwrapped.
+pub mod alloc {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static IN_USE: AtomicUsize = AtomicUsize::new(0);
+    static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+    /// The system allocator, counting the bytes in use and their peak.
+    #[derive(Debug)]
+    pub struct Counting;
+
+    fn grew(by: usize) {
+        let now = IN_USE.fetch_add(by, Ordering::Relaxed) + by;
+        PEAK.fetch_max(now, Ordering::Relaxed);
+    }
+
+    fn shrank(by: usize) {
+        IN_USE.fetch_sub(by, Ordering::Relaxed);
+    }
+
+    // SAFETY: every call goes to `System` unchanged; the counters are only bookkeeping.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let ptr = System.alloc(layout);
+            if !ptr.is_null() {
+                grew(layout.size());
+            }
+            ptr
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            let ptr = System.alloc_zeroed(layout);
+            if !ptr.is_null() {
+                grew(layout.size());
+            }
+            ptr
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            System.dealloc(ptr, layout);
+            shrank(layout.size());
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            let new = System.realloc(ptr, layout, new_size);
+            if !new.is_null() {
+                if new_size >= layout.size() {
+                    grew(new_size - layout.size());
+                } else {
+                    shrank(layout.size() - new_size);
+                }
+            }
+            new
+        }
+    }
+
+    /// Runs `f` and returns its result with the most heap it held at once beyond what was
+    /// in use before it ran. Meaningful only with [`Counting`] as the global allocator, and
+    /// only on one thread.
+    pub fn peak_during<R>(f: impl FnOnce() -> R) -> (R, usize) {
+        let before = IN_USE.load(Ordering::Relaxed);
+        PEAK.store(before, Ordering::Relaxed);
+        let result = f();
+        let peak = PEAK.load(Ordering::Relaxed);
+        (result, peak.saturating_sub(before))
+    }
+}
+
+/// What the targets that run the broker or the client share.
+pub mod rt {
+    use std::future::Future;
+    use std::time::Duration;
+
+    /// A current-thread runtime with IO and time, its clock paused: whenever every task
+    /// waits, the clock jumps to the next timer, so timeouts cost no real time, and a run
+    /// is as repeatable as real sockets allow.
+    pub fn paused_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .expect("a tokio runtime")
+    }
+
+    /// Awaits `fut` for at most `limit`, panicking (a libFuzzer crash) with `what` when it
+    /// takes longer: a hang is a finding, not something to wait out.
+    pub async fn within<F: Future>(limit: Duration, what: &str, fut: F) -> F::Output {
+        match tokio::time::timeout(limit, fut).await {
+            Ok(out) => out,
+            Err(_) => panic!("{what} took longer than {limit:?}"),
+        }
+    }
 }

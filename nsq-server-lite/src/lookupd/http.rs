@@ -126,6 +126,12 @@ impl Params {
         Some(Params(params))
     }
 
+    /// Every pair, in the query's order.
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn into_pairs(self) -> Vec<(String, String)> {
+        self.0
+    }
+
     pub(crate) fn get(&self, key: &str) -> Option<&str> {
         self.0
             .iter()
@@ -142,9 +148,13 @@ fn unescape(text: &str) -> Option<String> {
     while let Some(&b) = bytes.get(i) {
         match b {
             b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
+                // Two hex digits, nothing else: `u8::from_str_radix` would also take a sign
+                // (`%+4`), which Go refuses.
+                let (hi, lo) = (
+                    hex_digit(*bytes.get(i + 1)?)?,
+                    hex_digit(*bytes.get(i + 2)?)?,
+                );
+                out.push(hi << 4 | lo);
                 i += 3;
             }
             b'+' => {
@@ -158,6 +168,16 @@ fn unescape(text: &str) -> Option<String> {
         }
     }
     Some(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The value of one hex digit (either case), as Go's `unhex`; `None` for anything else.
+fn hex_digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
 }
 
 /// The parsed query, or the outcome for an unparseable one.
@@ -324,5 +344,23 @@ mod tests {
         assert!(Params::parse(Some("topic=%zz")).is_none());
         assert!(Params::parse(Some("topic=%4")).is_none());
         assert!(Params::parse(None).unwrap().get("topic").is_none());
+    }
+
+    #[test]
+    fn an_escape_is_two_hex_digits_and_nothing_else() {
+        // Found by the lookupd_http fuzz target: `%+4` was read as byte 4.
+        for bad in [
+            "topic=%+4",
+            "topic=%-4",
+            "topic=%+F",
+            "t%+1=x",
+            "topic=% 4",
+            "topic=%4g",
+        ] {
+            assert!(Params::parse(Some(bad)).is_none(), "{bad:?}");
+        }
+        let params = Params::parse(Some("a=%41%4a%4A%7e&b=%00")).unwrap();
+        assert_eq!(params.get("a"), Some("AJJ~"));
+        assert_eq!(params.get("b"), Some("\0"));
     }
 }

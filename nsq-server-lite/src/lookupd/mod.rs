@@ -30,6 +30,29 @@ pub(crate) mod db;
 pub(crate) mod http;
 mod tcp;
 
+/// Reads a query string as nsqlookupd and nsqd read theirs (Go's `url.ParseQuery`), the
+/// parser behind every HTTP route's parameters: the `(key, value)` pairs in order, unescaped
+/// (`+` is a space, `%XX` a byte, invalid UTF-8 replaced); `None` when Go would refuse the
+/// query (a `;`, or a `%` not followed by two hex digits), which the routes answer with
+/// `400 INVALID_REQUEST`.
+///
+/// For the fuzz targets (`nsq-proto/fuzz`), behind the `fuzzing` feature; not part of the
+/// stable API.
+///
+/// ```
+/// use nsq_server_lite::lookupd::parse_query;
+///
+/// let pairs = parse_query("topic=a%2Eb&channel=x+y&flag").unwrap();
+/// assert_eq!(pairs[0], ("topic".to_owned(), "a.b".to_owned()));
+/// assert_eq!(pairs[1], ("channel".to_owned(), "x y".to_owned()));
+/// assert_eq!(pairs[2], ("flag".to_owned(), String::new()));
+/// assert_eq!(parse_query("topic=%zz"), None);
+/// ```
+#[cfg(feature = "fuzzing")]
+pub fn parse_query(query: &str) -> Option<Vec<(String, String)>> {
+    http::Params::parse(Some(query)).map(http::Params::into_pairs)
+}
+
 #[cfg(test)]
 pub(crate) mod test_support;
 #[cfg(test)]
