@@ -143,6 +143,9 @@ async fn blackholed_consumer(kind: BrokerKind) {
     }
     let stats = consumer.stats();
     assert_eq!(stats.connections, 1, "{what}: {stats:?}");
+    eprintln!(
+        "{what}: a blackholed consumer connection (heartbeat {HEARTBEAT:?}) was dropped after          {noticed:?} ({reason}), and consumption went on over a new one"
+    );
     consumer.stop().await;
     producer.stop().await;
 }
@@ -178,6 +181,10 @@ async fn blackholed_producer(kind: BrokerKind) {
         .expect_err("no answer can come");
     let failed = dark.elapsed();
     assert!(failed <= TIMEOUT + SLACK, "{what}: failed after {failed:?}");
+    eprintln!(
+        "{what}: a publish on a blackholed connection (publish timeout {TIMEOUT:?}, heartbeat \
+         {HEARTBEAT:?}) failed after {failed:?}: {err}"
+    );
     // The read deadline (two heartbeats) comes before the publish timeout.
     assert!(
         matches!(
