@@ -2,8 +2,9 @@
 //! connection setup (the IDENTIFY reply, the upgrades' `OK`, AUTH's reply, SUB's `OK`) and
 //! of what follows (publish answers, heartbeats, messages, errors).
 //!
-//! Per input, a fake nsqd listens on a fresh unix socket, accepts one connection, writes
-//! the reply at once and reads (and drops) what the client sends until the client closes.
+//! Per input, a fake nsqd listens on a fresh unix socket (in the temporary directory,
+//! removed after the input), accepts one connection, writes the reply at once and reads
+//! (and drops) what the client sends until the client closes.
 //! The runtime's clock is paused: it jumps to the next timer whenever every task waits, so
 //! the client's own timeouts (dial, publish, read deadline, backoff, requeue, touch) run
 //! in no real time and end an exchange that nsqd's bytes leave hanging.
@@ -54,7 +55,6 @@ const OK_FRAME: &[u8] = b"\x00\x00\x00\x06\x00\x00\x00\x00OK";
 
 struct Fixture {
     rt: Runtime,
-    dir: PathBuf,
     inputs: u64,
 }
 
@@ -201,10 +201,16 @@ async fn nsqd(listener: UnixListener, reply: &[u8], eof: bool) {
 
 impl Fixture {
     fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("nsq-fuzz-client-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("a directory for the sockets");
-        let rt = paused_runtime();
-        Fixture { rt, dir, inputs: 0 }
+        Fixture {
+            rt: paused_runtime(),
+            inputs: 0,
+        }
+    }
+
+    /// A socket path no other input or fuzzing process uses.
+    fn socket_path(&self) -> PathBuf {
+        let name = format!("nsq-fuzz-{}-{}.sock", std::process::id(), self.inputs);
+        std::env::temp_dir().join(name)
     }
 
     fn run(&mut self, data: &[u8]) {
@@ -213,7 +219,7 @@ impl Fixture {
         };
         let plan = Plan::from_bytes(client_byte, consumer_byte);
         self.inputs += 1;
-        let path = self.dir.join(format!("{}.sock", self.inputs));
+        let path = self.socket_path();
         let addr = format!("unix:{}", path.display());
         let claimed_ok = self.rt.block_on(within(LIMIT, "one exchange", async {
             let listener = UnixListener::bind(&path).expect("a unix socket");
