@@ -324,7 +324,9 @@ fn read_binary_mpub(body: Bytes, max_msg: usize, max_body: usize) -> Result<Vec<
     if count <= 0 || i64::from(count) > max_messages {
         return Err(fail("BAD_BODY"));
     }
-    let mut bodies = Vec::with_capacity(count as usize);
+    // Room for what the body can hold (each message takes at least 5 bytes), not for what
+    // its count claims: a count of millions in a short body must not reserve megabytes.
+    let mut bodies = Vec::with_capacity((count as usize).min(rest.len() / 5));
     for _ in 0..count {
         let len = take_len(&mut rest).ok_or(fail("BAD_MESSAGE"))?;
         if len <= 0 || len as usize > max_msg {
@@ -492,4 +494,22 @@ async fn channel_action(
         }
         Ok(Reply::Empty)
     })())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A binary MPUB whose count claims 2^31 - 1 messages in a body of 8 bytes (allowed by a
+    /// body limit of 10 GiB) is refused without reserving room for them: 64 GiB, which this
+    /// process could not get, and would abort.
+    #[test]
+    fn a_binary_mpub_count_reserves_only_what_the_body_can_hold() {
+        let max_body = 5 * i32::MAX as usize + 4;
+        let count = i32::MAX;
+        let mut body = count.to_be_bytes().to_vec();
+        body.extend_from_slice(&1i32.to_be_bytes());
+        let result = read_binary_mpub(Bytes::from(body), 1024, max_body);
+        assert!(matches!(result, Err(Reply::Error(_, "BAD_MESSAGE"))));
+    }
 }

@@ -128,6 +128,17 @@ pub struct BrokerTls {
     pub client_ca: Option<PathBuf>,
 }
 
+impl BrokerTls {
+    /// TLS with the server certificate of `certs`, asking clients for none.
+    pub fn server(certs: &crate::tls::TestCerts) -> Self {
+        Self {
+            cert: certs.server_cert.clone(),
+            key: certs.server_key.clone(),
+            client_ca: None,
+        }
+    }
+}
+
 /// Broker settings the tests need; `None` keeps nsqd's default.
 #[derive(Debug, Clone, Default)]
 pub struct BrokerOpts {

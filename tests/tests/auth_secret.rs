@@ -120,11 +120,7 @@ async fn over_tls(kind: BrokerKind) {
     let certs = TestCerts::generate();
     let opts = BrokerOpts {
         auth_http_address: Some(service.addr.to_string()),
-        tls: Some(BrokerTls {
-            cert: certs.server_cert.clone(),
-            key: certs.server_key.clone(),
-            client_ca: None,
-        }),
+        tls: Some(BrokerTls::server(&certs)),
         ..BrokerOpts::default()
     };
     let broker = Broker::start(kind, &opts).await.unwrap();

@@ -496,17 +496,17 @@ async fn truncated_commands(b: Broker) -> Log {
         let mut c = connect(&b).await;
         raw(&mut c, bytes).await;
         c.get_mut().shutdown().await.expect("half-close");
-        let first = render(next(&mut c).await);
-        if first == "EOF" {
-            log.push(format!("{what}: EOF"));
-        } else {
-            log.push(format!(
-                "{what}: {first} then {}",
-                render(next(&mut c).await)
-            ));
-        }
+        log.push(format!("{what}: {}", reply_then(&mut c).await));
     }
     log
+}
+
+/// The next frame and, unless it was the end, the one after it.
+async fn reply_then(c: &mut Conn) -> String {
+    match render(next(c).await) {
+        eof if eof == "EOF" => eof,
+        first => format!("{first} then {}", render(next(c).await)),
+    }
 }
 
 /// Declared sizes a hostile client sends: near 2^31, negative (as nsqd reads them, int32),
@@ -533,15 +533,7 @@ async fn hostile_sizes(b: Broker) -> Log {
     for (what, bytes) in cases {
         let mut c = connect(&b).await;
         raw(&mut c, bytes).await;
-        let first = render(next(&mut c).await);
-        if first == "EOF" {
-            log.push(format!("{what}: EOF"));
-        } else {
-            log.push(format!(
-                "{what}: {first} then {}",
-                render(next(&mut c).await)
-            ));
-        }
+        log.push(format!("{what}: {}", reply_then(&mut c).await));
     }
     // More parameters than a command takes: its answer (if any), then whether the
     // connection still works.

@@ -438,11 +438,7 @@ async fn tls_required(kind: BrokerKind) {
     }
     let certs = TestCerts::generate();
     let opts = BrokerOpts {
-        tls: Some(BrokerTls {
-            cert: certs.server_cert.clone(),
-            key: certs.server_key.clone(),
-            client_ca: None,
-        }),
+        tls: Some(BrokerTls::server(&certs)),
         ..BrokerOpts::default()
     };
     let broker = broker(kind, &opts).await.unwrap();
@@ -836,11 +832,7 @@ async fn an_https_lookupd_is_asked_with_the_connections_tls_configuration() {
         .await
         .unwrap();
     let opts = BrokerOpts {
-        tls: Some(BrokerTls {
-            cert: certs.server_cert.clone(),
-            key: certs.server_key.clone(),
-            client_ca: None,
-        }),
+        tls: Some(BrokerTls::server(&certs)),
         lookupd_tcp: vec![lookupd.tcp_addr()],
         ..BrokerOpts::default()
     };

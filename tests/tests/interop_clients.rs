@@ -184,11 +184,7 @@ async fn run_case(case: Case, certs: &TestCerts) -> Result<String, String> {
     };
     let tls = case.feature == Feature::Tls;
     let opts = BrokerOpts {
-        tls: tls.then(|| BrokerTls {
-            cert: certs.server_cert.clone(),
-            key: certs.server_key.clone(),
-            client_ca: None,
-        }),
+        tls: tls.then(|| BrokerTls::server(&certs)),
         lookupd_tcp: lookupd.iter().map(Lookupd::tcp_addr).collect(),
         ..BrokerOpts::default()
     };

@@ -240,11 +240,7 @@ async fn mid_handshake(kind: BrokerKind) {
     }
     let certs = TestCerts::generate();
     let tls_opts = BrokerOpts {
-        tls: Some(BrokerTls {
-            cert: certs.server_cert.clone(),
-            key: certs.server_key.clone(),
-            client_ca: None,
-        }),
+        tls: Some(BrokerTls::server(&certs)),
         ..BrokerOpts::default()
     };
     let cases = [

@@ -47,11 +47,7 @@ async fn verification(kind: BrokerKind) {
     }
     let certs = TestCerts::generate();
     let opts = BrokerOpts {
-        tls: Some(BrokerTls {
-            cert: certs.server_cert.clone(),
-            key: certs.server_key.clone(),
-            client_ca: None,
-        }),
+        tls: Some(BrokerTls::server(&certs)),
         ..BrokerOpts::default()
     };
     let broker = Broker::start(kind, &opts).await.unwrap();
