@@ -184,7 +184,7 @@ async fn run_case(case: Case, certs: &TestCerts) -> Result<String, String> {
     };
     let tls = case.feature == Feature::Tls;
     let opts = BrokerOpts {
-        tls: tls.then(|| BrokerTls::server(&certs)),
+        tls: tls.then(|| BrokerTls::server(certs)),
         lookupd_tcp: lookupd.iter().map(Lookupd::tcp_addr).collect(),
         ..BrokerOpts::default()
     };
