@@ -5,42 +5,225 @@
 //! use nsq_server_lite::cli::{go_flag_syntax, parse_go_duration};
 //! use std::time::Duration;
 //!
-//! let args = go_flag_syntax(["nsqd", "-msg-timeout=1m30s"].map(String::from), &["config"])?;
-//! assert_eq!(args[1], "--msg-timeout=1m30s");
+//! let line = go_flag_syntax(["nsqd", "-msg-timeout=1m30s"].map(String::from), &[])?;
+//! assert_eq!(line.args[1], "--msg-timeout=1m30s");
 //! assert_eq!(parse_go_duration("1m30s")?, Duration::from_secs(90));
 //! # Ok::<(), String>(())
 //! ```
 
 use std::time::Duration;
 
-/// Rewrites Go's one-dash long flags (`-flag=value`) to the two-dash form, and refuses
-/// the flags in `unsupported` by name, so that a script written for the Go binary either
-/// works unchanged or fails with a message naming what this server lacks.
+/// A flag of the Go binary whose feature this server does not have, and what it means here.
+///
+/// ```
+/// use nsq_server_lite::cli::{Handling, LackedFlag};
+/// const LACKED: &[LackedFlag] = &[LackedFlag::ignored("data-path", "no disk queue")];
+/// assert_eq!(LACKED[0].name, "data-path");
+/// assert!(matches!(LACKED[0].handling, Handling::Ignored(_)));
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct LackedFlag {
+    /// The flag's name, without dashes.
+    pub name: &'static str,
+    /// A Go boolean flag: alone it means `true`, and a value comes only after `=`.
+    pub boolean: bool,
+    /// What giving it does.
+    pub handling: Handling,
+}
+
+/// What a [`LackedFlag`] does when given.
+///
+/// ```
+/// use nsq_server_lite::cli::Handling;
+/// let h = Handling::OnlyDefault { default: "25ms", why: "fixed at 25ms here" };
+/// assert!(matches!(h, Handling::OnlyDefault { .. }));
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub enum Handling {
+    /// Accepted and ignored, with a warning saying what is ignored: nothing a client sees
+    /// depends on it (a disk queue, statsd, log prefixes).
+    Ignored(&'static str),
+    /// Accepted silently with its default value (which is what this server does anyway),
+    /// refused with `why` otherwise.
+    OnlyDefault {
+        /// The Go binary's default, compared as a duration or a number when it is one.
+        default: &'static str,
+        /// Why another value cannot be honoured.
+        why: &'static str,
+    },
+    /// Refused with `why`: without its feature, clients would see a difference.
+    Refused(&'static str),
+}
+
+impl LackedFlag {
+    /// A flag taking a value, accepted and ignored (`what` says what is ignored).
+    ///
+    /// ```
+    /// let f = nsq_server_lite::cli::LackedFlag::ignored("statsd-address", "no statsd");
+    /// assert!(!f.boolean);
+    /// ```
+    pub const fn ignored(name: &'static str, what: &'static str) -> Self {
+        Self {
+            name,
+            boolean: false,
+            handling: Handling::Ignored(what),
+        }
+    }
+
+    /// The same flag as a Go boolean flag.
+    ///
+    /// ```
+    /// let f = nsq_server_lite::cli::LackedFlag::ignored("statsd-mem-stats", "no statsd").boolean();
+    /// assert!(f.boolean);
+    /// ```
+    pub const fn boolean(mut self) -> Self {
+        self.boolean = true;
+        self
+    }
+
+    /// A flag accepted only with its default value.
+    ///
+    /// ```
+    /// let f = nsq_server_lite::cli::LackedFlag::only_default("broadcast-tcp-port", "0", "the listening port is registered");
+    /// assert_eq!(f.name, "broadcast-tcp-port");
+    /// ```
+    pub const fn only_default(
+        name: &'static str,
+        default: &'static str,
+        why: &'static str,
+    ) -> Self {
+        Self {
+            name,
+            boolean: false,
+            handling: Handling::OnlyDefault { default, why },
+        }
+    }
+
+    /// A flag always refused.
+    ///
+    /// ```
+    /// let f = nsq_server_lite::cli::LackedFlag::refused("config", "give the settings as flags");
+    /// assert_eq!(f.name, "config");
+    /// ```
+    pub const fn refused(name: &'static str, why: &'static str) -> Self {
+        Self {
+            name,
+            boolean: false,
+            handling: Handling::Refused(why),
+        }
+    }
+}
+
+/// A command line in clap's syntax, with what was taken out of it.
+///
+/// ```
+/// use nsq_server_lite::cli::{go_flag_syntax, LackedFlag};
+/// let lacked = [LackedFlag::ignored("data-path", "no disk queue")];
+/// let line = go_flag_syntax(["nsqd", "-data-path", "/var/nsq"].map(String::from), &lacked)?;
+/// assert_eq!(line.args, ["nsqd"]);
+/// assert_eq!(line.ignored, ["--data-path (no disk queue)"]);
+/// # Ok::<(), String>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoCommandLine {
+    /// The arguments for clap.
+    pub args: Vec<String>,
+    /// Each ignored flag, once, with what is ignored: for one warning line.
+    pub ignored: Vec<String>,
+}
+
+impl GoCommandLine {
+    /// The one warning line for the ignored flags, if any were given.
+    ///
+    /// ```
+    /// use nsq_server_lite::cli::{go_flag_syntax, LackedFlag};
+    /// let lacked = [LackedFlag::ignored("log-prefix", "log lines carry no prefix")];
+    /// let line = go_flag_syntax(["nsqd", "-log-prefix=[x] "].map(String::from), &lacked)?;
+    /// assert!(line.warning().unwrap().contains("--log-prefix"));
+    /// # Ok::<(), String>(())
+    /// ```
+    pub fn warning(&self) -> Option<String> {
+        (!self.ignored.is_empty()).then(|| {
+            format!(
+                "nsq-server-lite accepts and ignores: {}",
+                self.ignored.join("; ")
+            )
+        })
+    }
+}
+
+/// Rewrites Go's one-dash long flags (`-flag=value`, `-flag value`) to the two-dash form
+/// and takes out the flags of features this server lacks, as `lacked` says: ignored ones
+/// are dropped (with their value) and listed, those accepted only with their default are
+/// dropped when given it, the others are refused. A script written for the Go binary
+/// either works unchanged or fails with a message naming what this server lacks.
 ///
 /// # Errors
 ///
-/// The message for the first unsupported flag.
+/// The message for the first refused flag, or a lacked flag missing its value.
 pub fn go_flag_syntax(
     args: impl IntoIterator<Item = String>,
-    unsupported: &[&str],
-) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    for arg in args {
+    lacked: &[LackedFlag],
+) -> Result<GoCommandLine, String> {
+    let mut line = GoCommandLine {
+        args: Vec::new(),
+        ignored: Vec::new(),
+    };
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
         let arg = match arg.strip_prefix('-') {
             Some(rest) if !rest.starts_with('-') && rest.len() > 1 => format!("--{rest}"),
             _ => arg,
         };
-        if let Some(name) = arg.strip_prefix("--") {
-            let name = name.split('=').next().unwrap_or_default();
-            if unsupported.contains(&name) {
+        let Some((name, inline)) = arg
+            .strip_prefix("--")
+            .map(|flag| match flag.split_once('=') {
+                Some((name, value)) => (name, Some(value)),
+                None => (flag, None),
+            })
+        else {
+            line.args.push(arg);
+            continue;
+        };
+        let Some(flag) = lacked.iter().find(|f| f.name == name) else {
+            line.args.push(arg);
+            continue;
+        };
+        let value = match (inline, flag.boolean) {
+            (Some(value), _) => value.to_owned(),
+            (None, true) => "true".to_owned(),
+            (None, false) => args
+                .next()
+                .ok_or_else(|| format!("flag needs an argument: --{name}"))?,
+        };
+        match flag.handling {
+            Handling::Ignored(what) => {
+                let entry = format!("--{name} ({what})");
+                if !line.ignored.contains(&entry) {
+                    line.ignored.push(entry);
+                }
+            }
+            Handling::OnlyDefault { default, why } if !same_value(&value, default) => {
                 return Err(format!(
-                    "flag --{name} is not supported by nsq-server-lite (the feature it configures does not exist here)"
+                    "flag --{name}={value} is not supported by nsq-server-lite: {why} (only --{name}={default} is accepted)"
+                ));
+            }
+            Handling::OnlyDefault { .. } => {}
+            Handling::Refused(why) => {
+                return Err(format!(
+                    "flag --{name} is not supported by nsq-server-lite: {why}"
                 ));
             }
         }
-        out.push(arg);
     }
-    Ok(out)
+    Ok(line)
+}
+
+/// Whether a flag's value is its default: as text, as a Go duration or as a number.
+fn same_value(value: &str, default: &str) -> bool {
+    value == default
+        || matches!((parse_go_duration(value), parse_go_duration(default)), (Ok(a), Ok(b)) if a == b)
+        || matches!((value.parse::<i64>(), default.parse::<i64>()), (Ok(a), Ok(b)) if a == b)
 }
 
 /// Go's `time.ParseDuration` for the units nsq's flags use (`ns`, `us`, `ms`, `s`, `m`, `h`).
@@ -218,8 +401,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn go_flag_forms_and_unsupported_flags() {
-        let args = |list: &[&str]| go_flag_syntax(list.iter().map(|s| s.to_string()), &["config"]);
+    fn go_flag_forms_and_lacked_flags() {
+        const LACKED: &[LackedFlag] = &[
+            LackedFlag::refused("config", "give the settings as flags"),
+            LackedFlag::ignored("data-path", "no disk queue"),
+            LackedFlag::ignored("statsd-mem-stats", "no statsd").boolean(),
+            LackedFlag::only_default("min-output-buffer-timeout", "25ms", "fixed"),
+        ];
+        let line = |list: &[&str]| go_flag_syntax(list.iter().map(|s| s.to_string()), LACKED);
+        let args = |list: &[&str]| line(list).map(|l| l.args);
         assert_eq!(
             args(&["x", "-a=1", "--b", "2", "-"]).unwrap(),
             ["x", "--a=1", "--b", "2", "-"]
@@ -227,6 +417,40 @@ mod tests {
         let err = args(&["x", "-config=x.cfg"]).unwrap_err();
         assert!(err.contains("--config"), "{err}");
         assert!(args(&["x", "--config", "y"]).is_err());
+        // Ignored flags go, with their value in either form, and are listed once.
+        let ignored = line(&[
+            "x",
+            "-data-path",
+            "/d",
+            "-statsd-mem-stats",
+            "--a=1",
+            "--data-path=/e",
+            "-statsd-mem-stats=false",
+        ])
+        .unwrap();
+        assert_eq!(ignored.args, ["x", "--a=1"]);
+        assert_eq!(
+            ignored.ignored,
+            [
+                "--data-path (no disk queue)",
+                "--statsd-mem-stats (no statsd)"
+            ]
+        );
+        assert!(ignored
+            .warning()
+            .unwrap()
+            .contains("--data-path (no disk queue)"));
+        assert_eq!(line(&["x", "--a"]).unwrap().warning(), None);
+        assert!(args(&["x", "-data-path"])
+            .unwrap_err()
+            .contains("needs an argument"));
+        // The default is accepted in any spelling; another value is refused.
+        for default in ["25ms", "25000us", "0.025s"] {
+            let flag = format!("-min-output-buffer-timeout={default}");
+            assert_eq!(args(&["x", &flag]).unwrap(), ["x"], "{default}");
+        }
+        let err = args(&["x", "-min-output-buffer-timeout=10ms"]).unwrap_err();
+        assert!(err.contains("fixed") && err.contains("25ms"), "{err}");
     }
 
     #[test]

@@ -14,40 +14,90 @@ use std::time::Duration;
 use clap::Parser;
 use nsq_server_lite::cli::{
     announce_and_wait, go_flag_syntax, init_logging, parse_go_duration, parse_listen_address,
-    parse_log_level, ListenAddress,
+    parse_log_level, LackedFlag, ListenAddress,
 };
 use nsq_server_lite::tls::{server_config, ClientAuth};
 use nsq_server_lite::{Nsqd, TlsRequired};
 
-/// nsqd flags whose features this broker does not have; refused rather than ignored.
-const UNSUPPORTED: &[&str] = &[
-    "config",
-    "log-prefix",
-    "node-id",
-    "worker-id",
-    "https-address",
-    "broadcast-tcp-port",
-    "broadcast-http-port",
-    "http-client-connect-timeout",
-    "http-client-request-timeout",
-    "data-path",
-    "max-bytes-per-file",
-    "sync-every",
-    "sync-timeout",
-    "queue-scan-interval",
-    "queue-scan-worker-pool-max",
-    "queue-scan-selection-count",
-    "queue-scan-dirty-percent",
-    "min-output-buffer-timeout",
-    "statsd-address",
-    "statsd-interval",
-    "statsd-mem-stats",
-    "statsd-prefix",
-    "statsd-udp-packet-size",
-    "statsd-exclude-ephemeral",
-    "e2e-processing-latency-percentile",
-    "e2e-processing-latency-window-time",
-    "tls-min-version",
+/// nsqd 1.3.0's flags whose features this broker does not have. Most are accepted and
+/// ignored with a warning (what they configure is invisible to clients); a few are accepted
+/// only with nsqd's default, or refused, where ignoring them would change what a client sees.
+const LACKED: &[LackedFlag] = &[
+    LackedFlag::refused(
+        "config",
+        "its settings would be lost without a word; give them as flags",
+    ),
+    LackedFlag::ignored("log-prefix", "log lines carry no prefix"),
+    LackedFlag::ignored(
+        "node-id",
+        "message IDs are unique per broker without a node id",
+    ),
+    LackedFlag::ignored("worker-id", "deprecated in nsqd too").boolean(),
+    LackedFlag::ignored(
+        "https-address",
+        "no HTTPS listener: the HTTP API is served on --http-address",
+    ),
+    LackedFlag::only_default(
+        "broadcast-tcp-port",
+        "0",
+        "nsqlookupd is told the TCP port this broker listens on",
+    ),
+    LackedFlag::only_default(
+        "broadcast-http-port",
+        "0",
+        "nsqlookupd is told the HTTP port this broker listens on",
+    ),
+    LackedFlag::ignored(
+        "http-client-connect-timeout",
+        "the auth service is asked with the broker's own timeouts",
+    ),
+    LackedFlag::ignored(
+        "http-client-request-timeout",
+        "the auth service is asked with the broker's own timeouts",
+    ),
+    LackedFlag::ignored("data-path", "no disk queue: messages are kept in memory"),
+    LackedFlag::ignored("max-bytes-per-file", "no disk queue"),
+    LackedFlag::ignored("sync-every", "no disk queue"),
+    LackedFlag::ignored("sync-timeout", "no disk queue"),
+    LackedFlag::ignored(
+        "queue-scan-interval",
+        "in-flight and deferred timeouts are timers, not a periodic scan",
+    ),
+    LackedFlag::ignored(
+        "queue-scan-worker-pool-max",
+        "in-flight and deferred timeouts are timers, not a periodic scan",
+    ),
+    LackedFlag::ignored(
+        "queue-scan-selection-count",
+        "in-flight and deferred timeouts are timers, not a periodic scan",
+    ),
+    LackedFlag::ignored(
+        "queue-scan-dirty-percent",
+        "in-flight and deferred timeouts are timers, not a periodic scan",
+    ),
+    LackedFlag::only_default(
+        "min-output-buffer-timeout",
+        "25ms",
+        "the lowest output_buffer_timeout a client may ask for is 25ms",
+    ),
+    LackedFlag::ignored("statsd-address", "no statsd"),
+    LackedFlag::ignored("statsd-interval", "no statsd"),
+    LackedFlag::ignored("statsd-mem-stats", "no statsd").boolean(),
+    LackedFlag::ignored("statsd-prefix", "no statsd"),
+    LackedFlag::ignored("statsd-udp-packet-size", "no statsd"),
+    LackedFlag::ignored("statsd-exclude-ephemeral", "no statsd").boolean(),
+    LackedFlag::ignored(
+        "e2e-processing-latency-percentile",
+        "/stats reports no end-to-end latency percentiles",
+    ),
+    LackedFlag::ignored(
+        "e2e-processing-latency-window-time",
+        "/stats reports no end-to-end latency percentiles",
+    ),
+    LackedFlag::ignored(
+        "tls-min-version",
+        "TLS 1.2 is the lowest version offered, and TLS 1.3 is always offered too",
+    ),
 ];
 
 /// nsqd's flags, with nsqd's defaults (except the listening addresses' hosts, see below).
@@ -232,8 +282,8 @@ impl Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = match go_flag_syntax(std::env::args(), UNSUPPORTED) {
-        Ok(args) => Args::parse_from(args),
+    let (args, warning) = match go_flag_syntax(std::env::args(), LACKED) {
+        Ok(line) => (Args::parse_from(&line.args), line.warning()),
         Err(message) => {
             eprintln!("{message}");
             return ExitCode::from(2);
@@ -251,6 +301,9 @@ async fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(args.log_level);
+    if let Some(warning) = warning {
+        tracing::warn!("{warning}");
+    }
     let nsqd = match args.builder() {
         Ok(builder) => builder.start().await.map_err(|e| e.to_string()),
         Err(e) => Err(e),
@@ -275,8 +328,8 @@ mod tests {
     use super::*;
 
     fn parse(list: &[&str]) -> Result<Args, String> {
-        let args = go_flag_syntax(list.iter().map(|s| s.to_string()), UNSUPPORTED)?;
-        Args::try_parse_from(args).map_err(|e| e.to_string())
+        let line = go_flag_syntax(list.iter().map(|s| s.to_string()), LACKED)?;
+        Args::try_parse_from(line.args).map_err(|e| e.to_string())
     }
 
     #[tokio::test]
@@ -333,14 +386,26 @@ mod tests {
     }
 
     #[test]
-    fn flags_of_missing_features_are_refused() {
+    fn flags_of_missing_features_are_ignored_unless_a_client_would_notice() {
         for flag in [
             "-data-path=/tmp/x",
             "--statsd-address=h:1",
             "-https-address=:1",
+            "-min-output-buffer-timeout=25ms",
+            "-broadcast-tcp-port=0",
+        ] {
+            assert!(parse(&["nsqd", flag]).is_ok(), "{flag}");
+        }
+        for (flag, why) in [
+            ("-config=x.cfg", "as flags"),
+            ("-min-output-buffer-timeout=10ms", "25ms"),
+            ("-broadcast-tcp-port=4150", "listens on"),
         ] {
             let err = parse(&["nsqd", flag]).map(|_| ()).unwrap_err();
-            assert!(err.contains("not supported"), "{flag}: {err}");
+            assert!(
+                err.contains("not supported") && err.contains(why),
+                "{flag}: {err}"
+            );
         }
         assert!(parse(&["nsqd", "--no-such-flag=1"]).is_err());
         assert!(parse(&["nsqd", "-tls-required=maybe"])

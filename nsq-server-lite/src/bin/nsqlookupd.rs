@@ -10,12 +10,19 @@ use std::time::Duration;
 
 use clap::Parser;
 use nsq_server_lite::cli::{
-    announce_and_wait, go_flag_syntax, init_logging, parse_go_duration, parse_log_level,
+    announce_and_wait, go_flag_syntax, init_logging, parse_go_duration, parse_log_level, LackedFlag,
 };
 use nsq_server_lite::lookupd::{Lookupd, VERSION};
 
-/// nsqlookupd flags this server does not have; refused rather than ignored.
-const UNSUPPORTED: [&str; 2] = ["config", "log-prefix"];
+/// nsqlookupd 1.3.0's flags this server does not have: ignored with a warning, or refused
+/// where ignoring them would change what a client sees.
+const LACKED: &[LackedFlag] = &[
+    LackedFlag::refused(
+        "config",
+        "its settings would be lost without a word; give them as flags",
+    ),
+    LackedFlag::ignored("log-prefix", "log lines carry no prefix"),
+];
 
 /// The flags, named as nsqlookupd names them.
 #[derive(Debug, Parser)]
@@ -49,8 +56,8 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = match go_flag_syntax(std::env::args(), &UNSUPPORTED) {
-        Ok(args) => Args::parse_from(args),
+    let (args, warning) = match go_flag_syntax(std::env::args(), LACKED) {
+        Ok(line) => (Args::parse_from(&line.args), line.warning()),
         Err(message) => {
             eprintln!("{message}");
             return ExitCode::from(2);
@@ -67,6 +74,9 @@ async fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(args.log_level);
+    if let Some(warning) = warning {
+        tracing::warn!("{warning}");
+    }
     let mut builder = Lookupd::builder()
         .tcp_address(args.tcp_address)
         .http_address(args.http_address)
@@ -98,7 +108,9 @@ mod tests {
 
     #[test]
     fn go_flag_forms_and_unsupported_flags() {
-        let args = |list: &[&str]| go_flag_syntax(list.iter().map(|s| s.to_string()), &UNSUPPORTED);
+        let args = |list: &[&str]| {
+            go_flag_syntax(list.iter().map(|s| s.to_string()), LACKED).map(|line| line.args)
+        };
         let parsed = Args::parse_from(
             args(&[
                 "nsqlookupd",
@@ -115,7 +127,10 @@ mod tests {
         assert_eq!(parsed.inactive_producer_timeout, Duration::from_secs(300));
         let err = args(&["nsqlookupd", "-config=x.cfg"]).unwrap_err();
         assert!(err.contains("--config"), "{err}");
-        assert!(args(&["nsqlookupd", "--log-prefix", "x"]).is_err());
+        assert_eq!(
+            args(&["nsqlookupd", "--log-prefix", "x"]).unwrap(),
+            ["nsqlookupd"]
+        );
         assert!(Args::try_parse_from(args(&["nsqlookupd", "--https-address=x"]).unwrap()).is_err());
     }
 }
