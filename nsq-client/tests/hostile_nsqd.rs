@@ -24,6 +24,15 @@ fn frame(size: u32, kind: i32, data: &[u8]) -> Vec<u8> {
     wire
 }
 
+/// A consumer of `t/c` on the hostile nsqd at `addr`.
+fn consumer_of(addr: std::net::SocketAddr, config: ConsumerConfig) -> Consumer {
+    Consumer::builder(Topic::new("t").unwrap(), Channel::new("c").unwrap())
+        .nsqd(addr.to_string())
+        .config(config)
+        .build()
+        .unwrap()
+}
+
 /// What the hostile nsqd sends after SUB's `OK`, and what the consumer must make of it.
 struct Hostile {
     what: &'static str,
@@ -119,14 +128,11 @@ async fn hostile_frames_end_the_connection_with_a_typed_reason_and_the_consumer_
         }
     });
 
-    let consumer = Consumer::builder(Topic::new("t").unwrap(), Channel::new("c").unwrap())
-        .nsqd(addr.to_string())
-        .config(
-            ConsumerConfig::default()
-                .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(50)),
-        )
-        .build()
-        .unwrap();
+    let consumer = consumer_of(
+        addr,
+        ConsumerConfig::default()
+            .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(50)),
+    );
     let mut events = consumer.events();
     consumer.connected(Duration::from_secs(10)).await.unwrap();
     for (n, case) in self::cases().iter().enumerate() {
@@ -180,14 +186,11 @@ async fn a_hostile_identify_answer_is_a_typed_connect_error() {
             while let Some(Ok(_)) = framed.next().await {}
         }
     });
-    let consumer = Consumer::builder(Topic::new("t").unwrap(), Channel::new("c").unwrap())
-        .nsqd(addr.to_string())
-        .config(
-            ConsumerConfig::default()
-                .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(50)),
-        )
-        .build()
-        .unwrap();
+    let consumer = consumer_of(
+        addr,
+        ConsumerConfig::default()
+            .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(50)),
+    );
     let mut events = consumer.events();
     let _ = consumer.connected(Duration::from_millis(1)).await; // starts it
     for what in ["a JSON bomb", "garbage"] {
@@ -231,14 +234,11 @@ async fn a_dribbled_handshake_answer_times_out_as_a_whole() {
             }
         }
     });
-    let consumer = Consumer::builder(Topic::new("t").unwrap(), Channel::new("c").unwrap())
-        .nsqd(addr.to_string())
-        .config(
-            ConsumerConfig::default()
-                .connection(nsq_client::ConnectionConfig::default().dial_timeout(DIAL_TIMEOUT)),
-        )
-        .build()
-        .unwrap();
+    let consumer = consumer_of(
+        addr,
+        ConsumerConfig::default()
+            .connection(nsq_client::ConnectionConfig::default().dial_timeout(DIAL_TIMEOUT)),
+    );
     let mut events = consumer.events();
     let started = std::time::Instant::now();
     let _ = consumer.connected(Duration::from_millis(1)).await; // starts it
