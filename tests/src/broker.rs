@@ -275,6 +275,16 @@ impl Broker {
 
     /// Starts a lite broker with `opts`, on `addrs` (TCP, HTTP) when given.
     async fn start_lite(opts: &BrokerOpts, addrs: Option<(SocketAddr, SocketAddr)>) -> LiteNsqd {
+        Self::try_start_lite(opts, addrs)
+            .await
+            .expect("lite broker starts")
+    }
+
+    /// [`start_lite`](Self::start_lite), with its failure as text.
+    async fn try_start_lite(
+        opts: &BrokerOpts,
+        addrs: Option<(SocketAddr, SocketAddr)>,
+    ) -> Result<LiteNsqd, String> {
         let mut builder = opts.lite_builder();
         if let Some((tcp, http)) = addrs {
             builder = builder.tcp_address(tcp).http_address(http);
@@ -297,7 +307,7 @@ impl Broker {
         for addr in &opts.lookupd_tcp {
             builder = builder.lookupd_tcp_address(addr.to_string());
         }
-        builder.start().await.expect("lite broker starts")
+        builder.start().await.map_err(|e| e.to_string())
     }
 
     /// Stops the broker the way an operator does and starts it again on the same ports, with
@@ -317,7 +327,15 @@ impl Broker {
             Self::Lite(nsqd) => {
                 let addrs = (nsqd.tcp_addr(), nsqd.http_addr());
                 nsqd.shutdown().await;
-                *nsqd = Self::start_lite(opts, Some(addrs)).await;
+                // Free once the old broker let go of them, the ports came from the OS's
+                // ephemeral range: until they are bound again, a connection of another test
+                // may hold one as its local port for a moment.
+                *nsqd = crate::eventually(
+                    "the lite broker listens again on its ports",
+                    std::time::Duration::from_secs(10),
+                    || Self::try_start_lite(opts, Some(addrs)),
+                )
+                .await;
             }
         }
     }
