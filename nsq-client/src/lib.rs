@@ -43,6 +43,27 @@
 //! [`DisconnectReason`], backoff entered and left, lookupd failed, nsqd listed and unlisted);
 //! a [`PublishError`] says what happened to a publish and hands its bodies back.
 //!
+//! # Cargo features
+//!
+//! All on by default; with `default-features = false` a build has none of them, and with it
+//! none of their dependencies: a producer or a consumer of nsqd given by address needs only
+//! tokio.
+//!
+//! | feature | gives | pulls in |
+//! |---|---|---|
+//! | `tls` | [`TlsConfig`], [`ConnectionConfig::tls`], `https://` nsqlookupd | rustls (ring), rustls-native-certs |
+//! | `snappy` | [`Compression::Snappy`] | snap |
+//! | `deflate` | [`Compression::Deflate`] | flate2 |
+//! | `lookupd` | [`ConsumerBuilder::lookupd`], [`ProducerPool::with_lookupd`] | reqwest |
+//!
+//! Asking for a compression whose feature is off fails when the consumer or producer is
+//! built, with a [`ConfigError`] that names the feature.
+//!
+//! ```toml
+//! # A producer-only service: no HTTP client, no TLS, no compression.
+//! nsq-client = { git = "...", default-features = false }
+//! ```
+//!
 //! # Logging
 //!
 //! The crate logs with [`tracing`]. Spans: `nsq_consumer{topic, channel}` around a
@@ -60,15 +81,19 @@
 //! `log` record (target `nsq_client::...`).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod config;
 mod conn;
 mod consumer;
 mod error;
+#[cfg(feature = "lookupd")]
 mod lookupd;
 mod producer;
+#[cfg(feature = "tls")]
+mod tls;
 
-pub use config::{Compression, ConnectionConfig, TlsConfig};
+pub use config::{Compression, ConnectionConfig};
 pub use consumer::{
     AckError, BackoffStrategy, ConnectedError, Consumer, ConsumerBuilder, ConsumerConfig,
     ConsumerEvent, ConsumerFailure, ConsumerHandle, ConsumerStats, Events, Handler, HandlerError,
@@ -81,6 +106,12 @@ pub use error::{
 pub use producer::{
     NodeStats, PoolStats, Producer, ProducerConfig, ProducerPool, ProducerStats, Strategy,
 };
+/// The TLS library under [`TlsConfig`], for [`TlsConfig::new`] with a configuration of
+/// one's own.
+#[cfg(feature = "tls")]
+pub use rustls;
+#[cfg(feature = "tls")]
+pub use tls::{TlsConfig, TlsConfigBuilder, TlsConfigError};
 
 /// The NSQ wire protocol ([`nsq_proto`]).
 pub use nsq_proto as proto;
