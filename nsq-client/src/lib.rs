@@ -34,6 +34,63 @@
 //! # }
 //! ```
 //!
+//! # Handling messages concurrently
+//!
+//! [`Consumer::run`] takes a [`Handler`] (an async closure or a type implementing it) and
+//! the number of messages it works on at once. `Ok` finishes a message, an error requeues it
+//! with backoff; [`ConsumerConfig::max_in_flight`] must be at least the concurrency.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let nsqd = nsq_server_lite::Nsqd::start().await?;
+//! use nsq_client::{Channel, Consumer, ConsumerConfig, HandlerError, Message, Topic};
+//! # let topic = Topic::new("jobs")?;
+//! # let producer = nsq_client::Producer::new(nsqd.tcp_addr().to_string(), Default::default())?;
+//! # producer.publish(&topic, "job").await?;
+//!
+//! let consumer = Consumer::builder(Topic::new("jobs")?, Channel::new("workers")?)
+//!     .nsqd(nsqd.tcp_addr().to_string())
+//!     .config(ConsumerConfig::default().max_in_flight(8))
+//!     .build()?;
+//! let handle = consumer.handle();
+//! consumer
+//!     .run(8, move |msg: Message| {
+//!         let handle = handle.clone();
+//!         async move {
+//!             let job = std::str::from_utf8(msg.body())?; // not UTF-8: requeued
+//!             assert_eq!(job, "job");
+//!             drop(handle.stop()); // this sketch stops after one; a service runs on
+//!             Ok::<_, HandlerError>(())
+//!         }
+//!     })
+//!     .await; // returns once the stop is complete
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # TLS and AUTH
+//!
+//! [`TlsConfig::builder`] reads a CA file, a client certificate and key, and the name to
+//! verify; [`ConnectionConfig::auth_secret`] is sent only over TLS (or a unix socket).
+//!
+//! ```no_run
+//! use nsq_client::{ConnectionConfig, ConsumerConfig, TlsConfig};
+//!
+//! let tls = TlsConfig::builder().ca_file("/etc/nsq/ca.pem").build()?;
+//! let connection = ConnectionConfig::default().tls(tls).auth_secret("s3cret");
+//! let config = ConsumerConfig::default().connection(connection);
+//! # let _ = config;
+//! # Ok::<(), nsq_client::TlsConfigError>(())
+//! ```
+//!
+//! # Testing your service
+//!
+//! `nsq-server-lite` is an nsqd in your test process: add it as a dev-dependency, start one
+//! broker per test (`nsq_server_lite::Nsqd::start()` binds free loopback ports), point the
+//! service at its address and assert on what it published and on the broker's `stats()`.
+//! The `testing` example of the repository's `examples/` is a complete one.
+//!
 //! # Failures
 //!
 //! What the user can act on arrives as a typed value: [`Consumer::connected`] waits for a
