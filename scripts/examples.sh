@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 cargo build -q -p nsq-examples --examples
-for example in quickstart producer consumer handler tls auth shutdown pool dead_letter testing embedded wire; do
+for example in quickstart producer consumer handler tls auth shutdown pool dead_letter replicated testing embedded wire; do
     args=()
     [ "$example" = shutdown ] && args=(-- --interrupt-after 500)
     printf '\n---- %s\n' "$example"

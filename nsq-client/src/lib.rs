@@ -147,6 +147,7 @@ mod error;
 #[cfg(feature = "lookupd")]
 mod lookupd;
 mod producer;
+pub mod replication;
 #[cfg(feature = "tls")]
 mod tls;
 
@@ -163,6 +164,7 @@ pub use error::{
 pub use producer::{
     NodeStats, PoolStats, Producer, ProducerConfig, ProducerPool, ProducerStats, Strategy,
 };
+pub use replication::{Dedup, Receipt, ReplicatedProducer, Replication, ReplicationError};
 /// The TLS library under [`TlsConfig`], for [`TlsConfig::new`] with a configuration of
 /// one's own.
 #[cfg(feature = "tls")]

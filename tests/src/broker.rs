@@ -402,6 +402,30 @@ impl Broker {
             .ok_or_else(|| format!("no topic {topic} in {path}: {stats}"))
     }
 
+    /// What the broker holds for `channel` of `topic`: (topic depth, channel depth, in
+    /// flight, deferred). The topic's own depth counts: a disk-backed topic hands messages
+    /// to its channel at the disk's pace. All four are 0 once the channel is drained.
+    ///
+    /// # Errors
+    ///
+    /// When the request fails or the channel is not in the stats.
+    pub async fn held(&self, topic: &str, channel: &str) -> Result<(u64, u64, u64, u64), String> {
+        let t = self.topic_stats(topic).await?;
+        let c = t["channels"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["channel_name"] == channel)
+            .ok_or_else(|| format!("no channel {channel}: {t}"))?;
+        let n = |v: &Value, k: &str| v[k].as_u64().unwrap_or(0);
+        Ok((
+            n(&t, "depth"),
+            n(c, "depth"),
+            n(c, "in_flight_count"),
+            n(c, "deferred_count"),
+        ))
+    }
+
     /// The whole `/stats?format=json`, in the lite broker's types (which read nsqd's too).
     ///
     /// # Errors

@@ -1072,7 +1072,9 @@ async fn dpub_timing(b: Broker) -> Log {
     // for the channel to hold it, deferred, before reading the figures.
     let deferred = eventually(|| async {
         let stats = b.stats().await.expect("stats");
-        stats.channel("t", "c").is_some_and(|c| c.deferred_count == 1)
+        stats
+            .channel("t", "c")
+            .is_some_and(|c| c.deferred_count == 1)
     })
     .await;
     log.push(format!("deferred in the channel: {deferred}"));

@@ -23,8 +23,9 @@ use futures::StreamExt;
 use nsq_client::{
     Channel, Consumer, ConsumerConfig, ProducerConfig, ProducerPool, Strategy, Topic,
 };
-use nsq_tests::broker::{Broker, BrokerKind, BrokerOpts, Lookupd};
-use nsq_tests::{eventually, http};
+use nsq_tests::broker::{Broker, BrokerKind, BrokerOpts};
+use nsq_tests::cluster::Cluster;
+use nsq_tests::eventually;
 use tokio::sync::{oneshot, watch};
 
 const TOPIC: &str = "kill";
@@ -95,26 +96,6 @@ struct Figures {
     ok_by_victim: u64,
 }
 
-/// What a broker holds for the test's channel: (topic depth, channel depth, in flight,
-/// deferred). The topic's own depth counts: a disk-backed topic hands messages to its channel
-/// at the disk's pace.
-async fn held(broker: &Broker) -> Result<(u64, u64, u64, u64), String> {
-    let t = broker.topic_stats(TOPIC).await?;
-    let c = t["channels"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c["channel_name"] == CHANNEL)
-        .ok_or_else(|| format!("no channel {CHANNEL}: {t}"))?;
-    let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
-    Ok((
-        n(&t, "depth"),
-        n(c, "depth"),
-        n(c, "in_flight_count"),
-        n(c, "deferred_count"),
-    ))
-}
-
 /// Runs the scenario; `victim_flags` are the dying nsqd's extra flags (real nsqd only).
 async fn scenario(
     kind: BrokerKind,
@@ -124,39 +105,26 @@ async fn scenario(
 ) -> Option<Figures> {
     let kill_after_oks = messages * 3 / 10;
     let what = format!("{} ({death:?})", kind.name());
-    if !kind.available() {
-        return None;
-    }
-    let lookupd = Lookupd::start(kind).await.expect("lookupd");
-    let mut brokers = Vec::new();
-    for node in 0..3 {
-        let opts = BrokerOpts {
-            lookupd_tcp: vec![lookupd.tcp_addr()],
+    let Cluster {
+        lookupd,
+        mut brokers,
+    } = Cluster::start(
+        kind,
+        3,
+        TOPIC,
+        CHANNEL,
+        |node| BrokerOpts {
             real_flags: if node == VICTIM {
                 victim_flags.iter().map(|f| (*f).to_owned()).collect()
             } else {
                 Vec::new()
             },
             ..BrokerOpts::default()
-        };
-        let b = Broker::start(kind, &opts).await.expect("broker");
-        b.create_channel(TOPIC, CHANNEL).await.unwrap();
-        brokers.push(b);
-    }
+        },
+        WAIT,
+    )
+    .await?;
     let addrs: Vec<String> = brokers.iter().map(|b| b.tcp_addr().to_string()).collect();
-    eventually(&format!("{what}: 3 nsqd listed"), WAIT, || async {
-        let answer = http::json(
-            lookupd.http_addr(),
-            "GET",
-            &format!("/lookup?topic={TOPIC}"),
-        )
-        .await?;
-        match answer["producers"].as_array().map_or(0, Vec::len) {
-            3 => Ok(()),
-            n => Err(format!("{n} listed: {answer}")),
-        }
-    })
-    .await;
 
     let topic = Topic::new(TOPIC).unwrap();
     let mut consumer = Consumer::builder(topic.clone(), Channel::new(CHANNEL).unwrap())
@@ -206,7 +174,8 @@ async fn scenario(
         if kill_rx.await.is_err() {
             return (victim, (0, 0));
         }
-        let (topic_depth, depth, in_flight, _) = held(&victim).await.unwrap_or_default();
+        let (topic_depth, depth, in_flight, _) =
+            victim.held(TOPIC, CHANNEL).await.unwrap_or_default();
         victim.kill().await;
         if death == Death::KillAndRestart {
             let Broker::RealNsqd(real) = &mut victim else {
@@ -259,7 +228,7 @@ async fn scenario(
         let live = live.clone();
         async move {
             for b in live {
-                let counts = held(b).await?;
+                let counts = b.held(TOPIC, CHANNEL).await?;
                 if counts != (0, 0, 0, 0) {
                     return Err(format!(
                         "{}: (topic depth, depth, in flight, deferred) {counts:?}",

@@ -12,6 +12,7 @@ use crate::consumer::discovery::DiscoveryFilter;
 use crate::consumer::message::Message;
 use crate::consumer::Consumer;
 use crate::error::ConfigError;
+use crate::replication::Dedup;
 
 /// Builds a [`Consumer`].
 ///
@@ -33,6 +34,7 @@ pub struct ConsumerBuilder {
     pub(crate) lookupd: Vec<String>,
     pub(crate) give_up: Option<GiveUp>,
     pub(crate) discovery_filter: Option<DiscoveryFilter>,
+    pub(crate) dedup: Option<Dedup>,
 }
 
 impl ConsumerBuilder {
@@ -45,6 +47,7 @@ impl ConsumerBuilder {
             lookupd: Vec::new(),
             give_up: None,
             discovery_filter: None,
+            dedup: None,
         }
     }
 
@@ -140,6 +143,29 @@ impl ConsumerBuilder {
         self
     }
 
+    /// De-duplicates the copies of a message that several nsqd deliver (a
+    /// [`ReplicatedProducer`](crate::ReplicatedProducer) puts each message on several): the
+    /// first copy reaches the stream or the handler; one arriving while it is there is held
+    /// until it is answered; one arriving after it was finished is finished without reaching
+    /// the user. Stream and handler alike; copies are recognised as messages are taken (the
+    /// stream read, the handler run), so a stream left unread leaves them in flight. See
+    /// [`Dedup`] for the key and the window's bounds.
+    ///
+    /// ```
+    /// use nsq_client::{proto::{Channel, Topic}, Consumer, Dedup};
+    /// let consumer = Consumer::builder(Topic::new("invoices")?, Channel::new("billing")?)
+    ///     .nsqd("10.0.0.1:4150")
+    ///     .nsqd("10.0.0.2:4150")
+    ///     .deduplicate(Dedup::envelope())
+    ///     .build()?;
+    /// # drop(consumer);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn deduplicate(mut self, dedup: Dedup) -> Self {
+        self.dedup = Some(dedup);
+        self
+    }
+
     /// Validates and creates the consumer. Nothing connects until it is first polled (or
     /// [`Consumer::run`] or [`Consumer::connected`] is called); a tokio runtime must be
     /// running then.
@@ -156,6 +182,9 @@ impl ConsumerBuilder {
     /// ```
     pub fn build(self) -> Result<Consumer, ConfigError> {
         self.config.validate()?;
+        if let Some(dedup) = &self.dedup {
+            dedup.validate()?;
+        }
         if self.nsqd.is_empty() && self.lookupd.is_empty() {
             return Err(ConfigError::new(
                 "a consumer needs at least one nsqd or nsqlookupd address",

@@ -278,6 +278,7 @@ impl NsqdConnection {
         for AckCommand { id, ack } in acks.drain(..) {
             let (cmd, outcome) = match ack {
                 Ack::Finish => (Command::Fin(id), Some(Outcome::Finished)),
+                Ack::FinishDuplicate => (Command::Fin(id), Some(Outcome::Duplicate)),
                 Ack::Requeue { delay, backoff } => (
                     Command::Req { id, delay },
                     Some(Outcome::Requeued { backoff }),

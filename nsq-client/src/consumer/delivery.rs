@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::consumer::message::Message;
 use crate::consumer::stats::Counters;
+use crate::replication::window::{Admitted, Window};
 
 /// The hook for messages past `max_attempts`.
 #[derive(Clone)]
@@ -29,12 +30,22 @@ pub(crate) struct DeliveryPolicy {
     pub(crate) max_attempts: u16,
     pub(crate) give_up: Option<GiveUp>,
     pub(crate) counters: Arc<Counters>,
+    /// De-duplication, when configured: before `max_attempts`, so that a duplicate of a
+    /// finished message is finished quietly rather than given up on.
+    pub(crate) window: Option<Arc<Window>>,
 }
 
 impl DeliveryPolicy {
     /// `Some(msg)` when it goes to the user; `None` when it was given up on: the hook saw it
     /// and it was finished (go-nsq: `LogFailedMessage`, then FIN).
     pub(crate) fn admit(&self, msg: Message) -> Option<Message> {
+        let msg = match &self.window {
+            None => msg,
+            Some(window) => match window.admit(msg) {
+                Admitted::Deliver(msg) => msg,
+                Admitted::Absorbed => return None,
+            },
+        };
         if self.max_attempts == 0 || msg.attempts() <= self.max_attempts {
             return Some(msg);
         }
@@ -87,8 +98,12 @@ impl Inbox {
         std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
-    /// Drops (so requeues) every message queued now.
+    /// Drops (so requeues) every message queued now, and those the de-duplication window
+    /// holds.
     pub(crate) fn drop_queued(&mut self) {
+        if let Some(window) = &self.policy.window {
+            window.release_held();
+        }
         self.batch = Vec::new().into_iter();
         while let Ok(batch) = self.rx.try_recv() {
             drop(batch);
@@ -110,6 +125,7 @@ mod tests {
                 calls.fetch_add(1, Ordering::Relaxed);
             }))),
             counters: Arc::default(),
+            window: None,
         }
     }
 

@@ -1,18 +1,25 @@
 //! A delivered message and how it is answered.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use nsq_proto::MessageId;
 use tokio::sync::mpsc;
 
+use crate::replication::window::Claim;
+
 /// What a connection is asked to send for a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Ack {
     Finish,
-    Requeue { delay: Duration, backoff: bool },
+    /// `FIN` of a copy the de-duplication window recognised: neither success nor failure.
+    FinishDuplicate,
+    Requeue {
+        delay: Duration,
+        backoff: bool,
+    },
     Touch,
 }
 
@@ -89,6 +96,8 @@ struct Delivery {
     link: Arc<ConnLink>,
     answered: AtomicBool,
     auto_response_disabled: AtomicBool,
+    /// Under de-duplication: the window entry this copy answers for.
+    claim: OnceLock<Claim>,
 }
 
 impl Message {
@@ -99,8 +108,35 @@ impl Message {
                 link,
                 answered: AtomicBool::new(false),
                 auto_response_disabled: AtomicBool::new(false),
+                claim: OnceLock::new(),
             }),
         }
+    }
+
+    /// Shows the user `body` instead of what nsqd delivered (the body inside a replication
+    /// envelope). Only before the message is handed out, while this is its one handle.
+    pub(crate) fn replace_body(&mut self, body: Bytes) {
+        match Arc::get_mut(&mut self.delivery) {
+            Some(delivery) => delivery.inner.body = body,
+            None => tracing::warn!(id = %self.id(), "a shared message keeps its envelope"),
+        }
+    }
+
+    /// Ties this copy's answer to its de-duplication window entry.
+    pub(crate) fn claim(&self, claim: Claim) {
+        if self.delivery.claim.set(claim).is_err() {
+            tracing::warn!(id = %self.id(), "a message claimed twice");
+        }
+    }
+
+    /// Whether this copy answers for a de-duplication window entry.
+    pub(crate) fn is_claimed(&self) -> bool {
+        self.delivery.claim.get().is_some()
+    }
+
+    /// Finishes a copy recognised as a duplicate (not counted as a success for backoff).
+    pub(crate) fn finish_duplicate(self) -> Result<(), AckError> {
+        self.send(Ack::FinishDuplicate)
     }
 
     /// A second handle to this delivery, for the handler runner.
@@ -217,6 +253,13 @@ impl Message {
         if ack == Ack::Touch && self.delivery.answered.load(Ordering::Acquire) {
             return Err(AckError::AlreadyAnswered(id));
         }
+        if let Some(claim) = self.delivery.claim.get() {
+            match ack {
+                Ack::Finish | Ack::FinishDuplicate => claim.resolve(true),
+                Ack::Requeue { .. } => claim.resolve(false),
+                Ack::Touch => {}
+            }
+        }
         self.delivery
             .link
             .acks
@@ -320,6 +363,9 @@ impl std::fmt::Debug for Message {
 impl Drop for Delivery {
     fn drop(&mut self) {
         if !self.answered.swap(true, Ordering::AcqRel) {
+            if let Some(claim) = self.claim.get() {
+                claim.resolve(false);
+            }
             // Unanswered: requeue now rather than wait out nsqd's timeout. Not a failure.
             let _ = self.link.acks.send(AckCommand {
                 id: self.inner.id,
@@ -337,12 +383,21 @@ pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn message(attempts: u16) -> (Message, mpsc::UnboundedReceiver<AckCommand>) {
+        message_with(attempts, 7, Bytes::from_static(b"x"))
+    }
+
+    /// A message with this ID and body, and the receiver of its answers.
+    pub(crate) fn message_with(
+        attempts: u16,
+        id: u64,
+        body: Bytes,
+    ) -> (Message, mpsc::UnboundedReceiver<AckCommand>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let inner = nsq_proto::Message {
             timestamp: 0,
             attempts,
-            id: MessageId::from_u64(7),
-            body: Bytes::from_static(b"x"),
+            id: MessageId::from_u64(id),
+            body,
         };
         let link = ConnLink {
             nsqd: Arc::from("h:4150"),

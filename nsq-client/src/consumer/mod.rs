@@ -19,7 +19,7 @@ mod events;
 mod handler;
 pub(crate) mod message;
 pub(crate) mod rdy;
-mod stats;
+pub(crate) mod stats;
 mod supervisor;
 
 use std::future::Future;
@@ -43,6 +43,7 @@ pub use message::{AckError, Message};
 pub use stats::ConsumerStats;
 
 use crate::error::ConfigError;
+use crate::replication::window::Window;
 use delivery::{DeliveryPolicy, Inbox};
 use events::Health;
 use stats::Counters;
@@ -194,10 +195,14 @@ impl Consumer {
         let counters = Arc::new(Counters::default());
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
+        let window = b
+            .dedup
+            .map(|dedup| Window::new(dedup, messages_tx.downgrade(), counters.clone()));
         let policy = DeliveryPolicy {
             max_attempts: b.config.max_attempts,
             give_up: b.give_up,
             counters: counters.clone(),
+            window,
         };
         let max_in_flight = b.config.max_in_flight;
         let parts = SupervisorParts {

@@ -42,6 +42,9 @@ pub(crate) struct SendRdy {
 pub(crate) enum Outcome {
     /// `FIN`: a success, which lowers the backoff level while probing.
     Finished,
+    /// `FIN` of a duplicate copy: frees its place in flight, and tells nothing about the
+    /// handler, so the backoff level stays.
+    Duplicate,
     /// `REQ`: with `backoff: true` a failure that raises the backoff level; with `false` it
     /// changes nothing (go-nsq `RequeueWithoutBackoff`).
     Requeued {
@@ -251,7 +254,9 @@ impl Rdy {
                         self.start_backoff_wait(now);
                     }
                 }
-                Outcome::Finished | Outcome::Requeued { backoff: false } => break,
+                Outcome::Finished | Outcome::Duplicate | Outcome::Requeued { backoff: false } => {
+                    break
+                }
                 Outcome::Requeued { backoff: true } => {
                     self.level = (self.level + 1).min(self.max_level);
                     self.start_backoff_wait(now);

@@ -34,6 +34,15 @@ pub struct ConsumerStats {
     pub backoff_level: u32,
     /// Whether some connection is close to its RDY (go-nsq's `IsStarved`).
     pub starved: bool,
+    /// Under [`deduplicate`](crate::ConsumerBuilder::deduplicate): copies finished without
+    /// reaching the user, because a copy of the same message was finished before.
+    pub duplicates: u64,
+    /// Under `deduplicate`: copies held now, waiting for the answer to a copy of the same
+    /// message that is with the user.
+    pub held_copies: u64,
+    /// Under `deduplicate`: messages without a key (no envelope, or the key function said
+    /// `None`), delivered without de-duplication.
+    pub unkeyed: u64,
 }
 
 #[derive(Debug, Default)]
@@ -42,6 +51,9 @@ pub(crate) struct Counters {
     pub(crate) finished: AtomicU64,
     pub(crate) requeued: AtomicU64,
     pub(crate) given_up: AtomicU64,
+    pub(crate) duplicates: AtomicU64,
+    pub(crate) duplicates_held: AtomicU64,
+    pub(crate) unkeyed: AtomicU64,
     pub(crate) snapshot: Mutex<Snapshot>,
 }
 
@@ -49,6 +61,8 @@ impl Counters {
     pub(crate) fn count_done(&self, outcome: Outcome, count: u32) {
         let counter = match outcome {
             Outcome::Finished => &self.finished,
+            // Counted by the de-duplication window when it decides.
+            Outcome::Duplicate => return,
             Outcome::Requeued { .. } => &self.requeued,
         };
         counter.fetch_add(u64::from(count), Ordering::Relaxed);
@@ -81,6 +95,9 @@ impl Counters {
             total_rdy: snapshot.total_rdy,
             backoff_level: snapshot.backoff_level,
             starved: snapshot.starved,
+            duplicates: self.duplicates.load(Ordering::Relaxed),
+            held_copies: self.duplicates_held.load(Ordering::Relaxed),
+            unkeyed: self.unkeyed.load(Ordering::Relaxed),
         }
     }
 

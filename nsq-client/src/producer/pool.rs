@@ -319,7 +319,7 @@ impl ProducerPool {
 
     /// The order to try nodes in for one publish: healthy nodes first (by strategy), then
     /// the ones cooling down after a failure, as a last resort.
-    fn plan(&self) -> Vec<Producer> {
+    pub(crate) fn plan(&self) -> Vec<Producer> {
         let nodes = self.nodes();
         let n = nodes.len();
         if n == 0 {
@@ -343,7 +343,7 @@ impl ProducerPool {
         healthy
     }
 
-    fn mark(&self, addr: &str, failed: bool) {
+    pub(crate) fn mark(&self, addr: &str, failed: bool) {
         let mut nodes = self.nodes();
         if let Some((_, node)) = nodes.iter_mut().find(|(a, _)| a == addr) {
             node.down_until = failed.then(|| Instant::now() + self.inner.cooldown);

@@ -107,24 +107,6 @@ fn parse_args() -> Result<Opts, String> {
     Ok(o)
 }
 
-/// User + system CPU seconds of this process, from `/proc/self/stat`.
-fn cpu_seconds() -> Result<f64, String> {
-    const USER_HZ: f64 = 100.0;
-    let stat = std::fs::read_to_string("/proc/self/stat").map_err(|e| e.to_string())?;
-    // Fields after the command name (which is in parentheses and may hold spaces):
-    // state is field 3, utime field 14 and stime field 15.
-    let rest = stat.rsplit_once(')').ok_or("bad /proc/self/stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| -> Result<f64, String> {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(|t| t as f64 / USER_HZ)
-            .ok_or_else(|| "bad /proc/self/stat".to_owned())
-    };
-    Ok(tick(11)? + tick(12)?)
-}
-
 /// One caller's share of `total` units.
 fn share(total: usize, callers: usize, i: usize) -> usize {
     total / callers + usize::from(i < total % callers)
@@ -263,7 +245,7 @@ fn main() -> ExitCode {
     let start = Instant::now();
     let result = rt.block_on(run(&o));
     let seconds = start.elapsed().as_secs_f64();
-    match result.and_then(|messages| Ok((messages, cpu_seconds()?))) {
+    match result.and_then(|messages| Ok((messages, nsq_tests::cpu_seconds()?))) {
         Ok((messages, cpu)) => {
             println!(
                 "{{\"client\":\"nsq-client\",\"mode\":\"{}\",\"messages\":{messages},\"seconds\":{seconds},\"cpu_seconds\":{cpu}}}",

@@ -363,6 +363,28 @@ fn backoff_steps_down_one_level_per_success_and_rotates_the_probe() {
 }
 
 #[test]
+fn a_finished_duplicate_frees_its_place_but_leaves_the_backoff_level() {
+    let (mut h, first) = probing(4);
+    h.receive(first);
+    h.done(first, Outcome::Requeued { backoff: true });
+    assert_eq!(h.rdy.backoff_level(), 2);
+    h.tick_at_deadline();
+    let probe = h.holder();
+    h.receive(probe);
+    h.done(probe, Outcome::Duplicate);
+    assert_eq!(
+        h.rdy.backoff_level(),
+        2,
+        "a duplicate says nothing of the handler"
+    );
+    assert_eq!(
+        h.rdy.in_flight(probe),
+        Some(0),
+        "its place in flight is free"
+    );
+}
+
+#[test]
 fn idle_probe_moves_to_another_conn() {
     let (mut h, first) = probing(4);
     assert_eq!(h.rdy.next_deadline(), Some(h.now + 100 * MS));
