@@ -241,3 +241,36 @@ async fn a_handler_sees_each_replicated_message_once_even_when_a_copy_fails() {
     assert_eq!(stats.held_copies, 0, "{stats:?}");
     assert!(stats.duplicates >= 270, "{stats:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_window_outlives_the_connections_that_filled_it() {
+    let all = brokers(2).await;
+    let topic = Topic::new("later").unwrap();
+    publish_replicated(&all, &topic, 100).await; // both nsqd hold every message
+    let (a, b) = (all[0].tcp_addr().to_string(), all[1].tcp_addr().to_string());
+    let mut consumer = Consumer::builder(topic.clone(), Channel::new("once").unwrap())
+        .nsqd(a.clone())
+        .config(ConsumerConfig::default().max_in_flight(64))
+        .deduplicate(Dedup::envelope())
+        .build()
+        .unwrap();
+    let mut seen = HashSet::new();
+    while seen.len() < 100 {
+        let msg = tokio::time::timeout(WAIT, consumer.next())
+            .await
+            .expect("a message")
+            .expect("open");
+        assert!(seen.insert(msg.body().clone()));
+        msg.finish().unwrap();
+    }
+    // The first connection goes; a connection to the other nsqd brings its copies.
+    let handle = consumer.handle();
+    handle.disconnect_nsqd(a);
+    handle.connect_nsqd(b);
+    tokio::select! {
+        () = drained(&all[1..], "later") => {}
+        msg = consumer.next() => panic!("a copy reached the stream: {msg:?}"),
+    }
+    assert_eq!(consumer.stats().duplicates, 100);
+    consumer.stop().await;
+}

@@ -50,6 +50,11 @@ enum KeySource {
 /// the message rate times the longest delay expected between copies of one message (an nsqd
 /// that was down delivers its copies when it is back).
 ///
+/// A held copy keeps its place in flight until the copy with the user is answered. A
+/// consumer that waits for several messages before answering any (a batch) should keep
+/// `max_in_flight` above its batch size, or held copies may fill the difference until nsqd's
+/// message timeout returns them.
+///
 /// ```
 /// use std::time::Duration;
 /// use nsq_client::Dedup;
