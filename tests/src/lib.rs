@@ -25,29 +25,6 @@ pub mod tls;
 
 pub use nsq_peer_rule::{in_ci, peer_or_skip, present_or_skip};
 
-/// User + system CPU seconds of this process, from `/proc/self/stat` (Linux; 100 ticks per
-/// second).
-///
-/// # Errors
-///
-/// When `/proc/self/stat` cannot be read or parsed.
-pub fn cpu_seconds() -> Result<f64, String> {
-    const USER_HZ: f64 = 100.0;
-    let stat = std::fs::read_to_string("/proc/self/stat").map_err(|e| e.to_string())?;
-    // Fields after the command name (which is in parentheses and may hold spaces):
-    // state is field 3, utime field 14 and stime field 15.
-    let rest = stat.rsplit_once(')').ok_or("bad /proc/self/stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| -> Result<f64, String> {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(|t| t as f64 / USER_HZ)
-            .ok_or_else(|| "bad /proc/self/stat".to_owned())
-    };
-    Ok(tick(11)? + tick(12)?)
-}
-
 /// The Rust code blocks of the workspace's README.md, compiled (and those with a `main`,
 /// run) as this crate's doctests, so that the README cannot drift from the API.
 #[cfg(doctest)]

@@ -1,6 +1,6 @@
 //! tokio-nsq 0.14 with its default configuration under the loads of
-//! tests/src/bin/nsq-client-bench.rs. Same command line and report as
-//! tests/peers/go/cmd/nsq-bench-client (go-nsq) and tests/src/bin/nsq-producer-client.rs:
+//! benchmarks/src/bin/nsq-client-bench.rs. Same command line and report as
+//! tests/peers/go/cmd/nsq-bench-client (go-nsq) and benchmarks/src/bin/nsq-producer-client.rs:
 //!
 //! ```text
 //! tokio-nsq-bench --nsqd HOST:PORT --topic T --mode awaited|pipelined|mpub|consume

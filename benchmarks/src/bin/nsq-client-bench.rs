@@ -47,7 +47,7 @@
 //!
 //! ```sh
 //! source ~/.cache/nsq-rs-peers/env.sh
-//! cargo run --release -p nsq-tests --bin nsq-client-bench -- --runs 3
+//! cargo run --release -p nsq-benchmarks --bin nsq-client-bench -- --runs 3
 //! ```
 // A benchmark reports on stdout: that is its output, not stray debugging.
 #![allow(clippy::print_stdout)]
@@ -56,6 +56,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 
+use nsq_benchmarks::median;
 use nsq_tests::{http, RealNsqd};
 
 const USAGE: &str = "\
@@ -342,7 +343,7 @@ fn ours() -> Result<PathBuf, String> {
             "build",
             "-q",
             "-p",
-            "nsq-tests",
+            "nsq-benchmarks",
             "--bin",
             "nsq-producer-client",
         ]);
@@ -358,7 +359,7 @@ fn ours() -> Result<PathBuf, String> {
         Ok(path)
     } else {
         Err(format!(
-            "{} is missing: cargo build --release -p nsq-tests --bin nsq-producer-client",
+            "{} is missing: cargo build --release -p nsq-benchmarks --bin nsq-producer-client",
             path.display()
         ))
     }
@@ -683,19 +684,6 @@ fn mem_queue_size(scenarios: &[Scenario], o: &Opts) -> usize {
         .max()
         .unwrap_or(0)
         .saturating_add(10_000)
-}
-
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
 }
 
 fn main() -> ExitCode {

@@ -245,7 +245,7 @@ fn main() -> ExitCode {
     let start = Instant::now();
     let result = rt.block_on(run(&o));
     let seconds = start.elapsed().as_secs_f64();
-    match result.and_then(|messages| Ok((messages, nsq_tests::cpu_seconds()?))) {
+    match result.and_then(|messages| Ok((messages, nsq_benchmarks::cpu_seconds()?))) {
         Ok((messages, cpu)) => {
             println!(
                 "{{\"client\":\"nsq-client\",\"mode\":\"{}\",\"messages\":{messages},\"seconds\":{seconds},\"cpu_seconds\":{cpu}}}",

@@ -19,7 +19,7 @@
 //!
 //! ```sh
 //! source ~/.cache/nsq-rs-peers/env.sh
-//! cargo run --release -p nsq-tests --bin nsq-bench -- --msgs 2000000 --runs 3
+//! cargo run --release -p nsq-benchmarks --bin nsq-bench -- --msgs 2000000 --runs 3
 //! ```
 // A benchmark reports on stdout: that is its output, not stray debugging.
 #![allow(clippy::print_stdout)]
@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use nsq_benchmarks::median;
 use nsq_proto::{ClientCodec, Command, Frame, Identify, Message, Response, Topic, MAGIC_V2};
 use nsq_tests::{http, peer_or_skip, RealNsqd};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -539,19 +540,6 @@ async fn run_pair(
     Ok((published as f64 / pub_secs, published as f64 / sub_secs))
 }
 
-fn median(samples: &mut [f64]) -> f64 {
-    samples.sort_by(f64::total_cmp);
-    let n = samples.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        samples[n / 2]
-    } else {
-        (samples[n / 2 - 1] + samples[n / 2]) / 2.0
-    }
-}
-
 fn rate(v: f64) -> String {
     if v >= 1e6 {
         format!("{:.2} M", v / 1e6)
@@ -653,7 +641,7 @@ fn run(opts: &Opts) -> Result<(), String> {
         };
         let medians: BTreeMap<Kind, f64> = by_kind
             .iter_mut()
-            .map(|(k, v)| (*k, median(&mut v.clone())))
+            .map(|(k, v)| (*k, median(v.clone()).unwrap_or(f64::NAN)))
             .collect();
         let ratio = match (medians.get(&Kind::Lite), medians.get(&Kind::Nsqd)) {
             (Some(l), Some(n)) => format!("{:.2}×", l / n),

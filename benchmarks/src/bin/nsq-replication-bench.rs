@@ -14,7 +14,7 @@
 //!
 //! ```sh
 //! source ~/.cache/nsq-rs-peers/env.sh
-//! cargo run --release -p nsq-tests --bin nsq-replication-bench -- --runs 3
+//! cargo run --release -p nsq-benchmarks --bin nsq-replication-bench -- --runs 3
 //! ```
 // A benchmark reports on stdout: that is its output, not stray debugging.
 #![allow(clippy::print_stdout)]
@@ -24,11 +24,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
+use nsq_benchmarks::{cpu_seconds, median};
 use nsq_client::{
     Channel, Consumer, ConsumerConfig, Dedup, ProducerConfig, ProducerPool, ReplicatedProducer,
     Replication, Strategy, Topic,
 };
-use nsq_tests::{cpu_seconds, http, RealNsqd};
+use nsq_tests::{http, RealNsqd};
 
 const USAGE: &str = "\
 usage: nsq-replication-bench [options]
@@ -296,11 +297,6 @@ async fn channel_left(n: &RealNsqd, topic: &str) -> Result<u64, String> {
         + n(t, "depth"))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let o = match opts() {
@@ -338,12 +334,14 @@ async fn main() -> ExitCode {
     }
     let row = |s: Scenario| {
         let runs = &results.iter().find(|(x, _)| *x == s).expect("scenario").1;
-        let rate = median(runs.iter().map(|r| o.count as f64 / r.seconds).collect());
+        let rate =
+            median(runs.iter().map(|r| o.count as f64 / r.seconds).collect()).unwrap_or(f64::NAN);
         let cpu = median(
             runs.iter()
                 .map(|r| r.cpu * 100_000.0 / o.count as f64)
                 .collect(),
-        );
+        )
+        .unwrap_or(f64::NAN);
         (rate, cpu)
     };
     println!(
