@@ -3,10 +3,15 @@
 //! make when given nsqd directly (go-nsq's `ConnectToNSQDs` fails when an nsqd cannot be
 //! reached; nsqlookupd, by contrast, is only polled).
 
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use nsq_client::{Channel, ConfigError, ConnectedError, Consumer, ConsumerConfig, Topic};
+use nsq_client::{
+    Channel, ConfigError, ConnectError, ConnectedError, Consumer, ConsumerConfig, ConsumerEvent,
+    Topic,
+};
 
 /// How long the start-up check waits for a subscription to a given nsqd.
 const CONNECT_WITHIN: Duration = Duration::from_secs(10);
@@ -64,18 +69,75 @@ impl Sources {
         builder.build()
     }
 
-    /// With nsqd given directly: waits until the consumer subscribed to one, and fails as
-    /// go-nsq's `ConnectToNSQDs` would when none can be. With lookupd: returns at once.
+    /// With nsqd given directly: waits until the consumer subscribed to each, and fails at
+    /// the first refusal, as go-nsq's `ConnectToNSQDs`. With lookupd: returns at once.
     ///
     /// # Errors
     ///
-    /// [`ConnectedError`] when no nsqd could be subscribed.
-    pub async fn check(&self, consumer: &Consumer) -> Result<(), ConnectedError> {
+    /// [`StartError`] when an nsqd refused or none could be subscribed in time.
+    pub async fn check(&self, consumer: &Consumer) -> Result<(), StartError> {
         if self.nsqd.is_empty() {
             return Ok(());
         }
-        consumer.connected(CONNECT_WITHIN).await
+        let mut waiting: HashSet<&str> = self.nsqd.iter().map(String::as_str).collect();
+        let mut events = consumer.events();
+        // Starts the consumer; `Ok` once one nsqd is subscribed.
+        let first = consumer.connected(CONNECT_WITHIN);
+        tokio::pin!(first);
+        let mut one_subscribed = false;
+        let deadline = tokio::time::sleep(CONNECT_WITHIN);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                event = events.next() => match event {
+                    Some(ConsumerEvent::Connected { nsqd }) => {
+                        waiting.remove(nsqd.as_str());
+                        if waiting.is_empty() {
+                            return Ok(());
+                        }
+                    }
+                    Some(ConsumerEvent::ConnectFailed { nsqd, error }) => {
+                        return Err(StartError::Refused { nsqd, error });
+                    }
+                    Some(_) => {}
+                    None => return Err(StartError::NotConnected(ConnectedError::Stopped)),
+                },
+                result = &mut first, if !one_subscribed => match result {
+                    Ok(()) => one_subscribed = true,
+                    Err(e) => return Err(StartError::NotConnected(e)),
+                },
+                () = &mut deadline => {
+                    // Subscribed somewhere, if under other names than those given.
+                    return if one_subscribed {
+                        Ok(())
+                    } else {
+                        Err(StartError::NotConnected(ConnectedError::Timeout { after: CONNECT_WITHIN, last: None }))
+                    };
+                }
+            }
+        }
     }
+}
+
+/// Why a consumer given nsqd directly did not start.
+///
+/// ```
+/// # fn show(e: &nsq_tools::consume::StartError) { eprintln!("{e}"); }
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// An nsqd could not be connected to or subscribed at.
+    #[error("{error}")]
+    Refused {
+        /// The nsqd.
+        nsqd: String,
+        /// Why.
+        error: Arc<ConnectError>,
+    },
+    /// No subscription came about.
+    #[error(transparent)]
+    NotConnected(ConnectedError),
 }
 
 /// Takes what else the stream holds right now, up to `max` messages, without waiting; `None`

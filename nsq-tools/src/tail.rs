@@ -68,7 +68,7 @@ pub enum TailError {
     Config(#[from] nsq_client::ConfigError),
     /// No nsqd given could be subscribed.
     #[error("{0}")]
-    Connect(nsq_client::ConnectedError),
+    Connect(crate::consume::StartError),
     /// Stdout or the signal handlers failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),

@@ -39,7 +39,12 @@ pub struct ToNsqArgs {
     #[arg(long, default_value = "")]
     pub topic: String,
     /// Character to split input from stdin.
-    #[arg(long, default_value = "\n", hide_default_value = true, allow_hyphen_values = true)]
+    #[arg(
+        long,
+        default_value = "\n",
+        hide_default_value = true,
+        allow_hyphen_values = true
+    )]
     pub delimiter: String,
     /// Destination nsqd TCP address (may be given multiple times; every line goes to each).
     #[arg(long)]

@@ -141,7 +141,7 @@ pub enum ToFileError {
         /// The topic.
         topic: String,
         /// Why.
-        source: nsq_client::ConnectedError,
+        source: crate::consume::StartError,
     },
     /// Writing a topic's files failed.
     #[error("topic {topic}: {source}")]
