@@ -218,9 +218,8 @@ where
         producer.stop().await;
     }
     rate.finish().await;
-    let lines_published = published.get() / producers.len() as u64;
     tracing::info!(
-        "{} publishes acknowledged ({lines_published} lines to each of {} nsqd)",
+        "{} of {attempted} publishes acknowledged ({} nsqd)",
         published.get(),
         producers.len()
     );
