@@ -22,7 +22,7 @@ use crate::signal::Shutdown;
     about = "Print the messages of NSQ topics to stdout"
 )]
 pub struct TailArgs {
-    /// NSQ channel (default: tail<6 random digits>#ephemeral).
+    /// NSQ channel (default: "tail", six random digits, "#ephemeral").
     #[arg(long, default_value = "")]
     pub channel: String,
     /// Max number of messages to allow in flight.

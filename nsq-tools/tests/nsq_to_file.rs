@@ -88,7 +88,7 @@ async fn gzip_in_a_work_dir_moves_to_the_output_dir_on_stop() {
         );
         drained(&broker, "file_gz", "archive").await;
         let name = format!("file_gz.box-000000.{}.log.gz", year());
-        assert_eq!(work.files(), [name.clone()], "{kind:?}");
+        assert_eq!(work.files(), std::slice::from_ref(&name), "{kind:?}");
         assert!(out.files().is_empty(), "{kind:?}: moved before the stop");
         // Each sync ends a gzip member, so what was finished is readable already.
         assert_eq!(sorted(work.lines()), sorted(sent.clone()), "{kind:?}");

@@ -61,16 +61,28 @@ pub struct ToFileArgs {
     /// Directory for in-progress files before moving to output-dir.
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
-    /// strftime compatible format for <DATETIME> in filename format.
-    #[arg(long, default_value = "%Y-%m-%d_%H")]
+    /// strftime compatible format for `<DATETIME>` in filename format.
+    #[arg(
+        long,
+        default_value = "%Y-%m-%d_%H",
+        help = "strftime compatible format for <DATETIME> in filename format"
+    )]
     pub datetime_format: String,
-    /// Output filename format (<TOPIC>, <HOST>, <PID>, <DATETIME>, <REV> are replaced. <REV>
-    /// is increased when file already exists).
-    #[arg(long, default_value = "<TOPIC>.<HOST><REV>.<DATETIME>.log")]
+    /// Output filename format (`<TOPIC>`, `<HOST>`, `<PID>`, `<DATETIME>`, `<REV>` are
+    /// replaced. `<REV>` is increased when file already exists).
+    #[arg(
+        long,
+        default_value = "<TOPIC>.<HOST><REV>.<DATETIME>.log",
+        help = "Output filename format (<TOPIC>, <HOST>, <PID>, <DATETIME>, <REV> are replaced. <REV> is increased when file already exists)"
+    )]
     pub filename_format: String,
-    /// Value to output in log filename in place of hostname. <SHORT_HOST> and <HOSTNAME> are
-    /// valid replacement tokens.
-    #[arg(long, default_value = "")]
+    /// Value to output in log filename in place of hostname. `<SHORT_HOST>` and `<HOSTNAME>`
+    /// are valid replacement tokens.
+    #[arg(
+        long,
+        default_value = "",
+        help = "Value to output in log filename in place of hostname. <SHORT_HOST> and <HOSTNAME> are valid replacement tokens"
+    )]
     pub host_identifier: String,
     /// gzip compression level (1-9, 1=BestSpeed, 9=BestCompression).
     #[arg(long, default_value_t = 6)]

@@ -17,12 +17,12 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 
 /// How long one tool run or one condition may take.
-pub const WITHIN: Duration = Duration::from_secs(30);
+pub(crate) const WITHIN: Duration = Duration::from_secs(30);
 /// How long the cases of one test (every broker kind) may take together.
-pub const CASES_WITHIN: Duration = Duration::from_secs(120);
+pub(crate) const CASES_WITHIN: Duration = Duration::from_secs(120);
 
 /// One of this crate's binaries.
-pub fn ours(name: &str) -> PathBuf {
+pub(crate) fn ours(name: &str) -> PathBuf {
     PathBuf::from(match name {
         "nsq_tail" => env!("CARGO_BIN_EXE_nsq_tail"),
         "to_nsq" => env!("CARGO_BIN_EXE_to_nsq"),
@@ -34,7 +34,7 @@ pub fn ours(name: &str) -> PathBuf {
 
 /// A command for `bin` with `args`: no stdin unless asked, stdout and stderr captured, killed
 /// when dropped.
-pub fn command(bin: &Path, args: &[String]) -> Command {
+pub(crate) fn command(bin: &Path, args: &[String]) -> Command {
     let mut cmd = Command::new(bin);
     cmd.args(args)
         .stdin(Stdio::null())
@@ -46,25 +46,25 @@ pub fn command(bin: &Path, args: &[String]) -> Command {
 
 /// What a finished child said.
 #[derive(Debug)]
-pub struct Ran {
-    pub status: ExitStatus,
-    pub stdout: String,
-    pub stderr: String,
+pub(crate) struct Ran {
+    pub(crate) status: ExitStatus,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Ran {
-    pub fn code(&self) -> Option<i32> {
+    pub(crate) fn code(&self) -> Option<i32> {
         self.status.code()
     }
 
     /// stdout's lines.
-    pub fn lines(&self) -> Vec<String> {
+    pub(crate) fn lines(&self) -> Vec<String> {
         self.stdout.lines().map(str::to_owned).collect()
     }
 }
 
 /// Runs `bin` with `args` and `input` on stdin to its end, within [`WITHIN`].
-pub async fn run(bin: &Path, args: &[String], input: &[u8]) -> Ran {
+pub(crate) async fn run(bin: &Path, args: &[String], input: &[u8]) -> Ran {
     let mut cmd = command(bin, args);
     cmd.stdin(Stdio::piped());
     let mut child = cmd
@@ -82,7 +82,7 @@ pub async fn run(bin: &Path, args: &[String], input: &[u8]) -> Ran {
 }
 
 /// Waits for `child` to exit within [`WITHIN`] and collects what it printed.
-pub async fn wait(child: Child) -> Ran {
+pub(crate) async fn wait(child: Child) -> Ran {
     let output = tokio::time::timeout(WITHIN, child.wait_with_output())
         .await
         .unwrap_or_else(|_| panic!("the tool did not exit within {WITHIN:?}"))
@@ -95,7 +95,7 @@ pub async fn wait(child: Child) -> Ran {
 }
 
 /// Sends `signal` (`INT`, `TERM`, `KILL`, `HUP`) to `child`.
-pub fn signal(child: &Child, signal: &str) {
+pub(crate) fn signal(child: &Child, signal: &str) {
     let pid = child.id().expect("the child still runs");
     let status = std::process::Command::new("kill")
         .arg(format!("-{signal}"))
@@ -106,12 +106,12 @@ pub fn signal(child: &Child, signal: &str) {
 }
 
 /// A broker of `kind` with `opts`, or `None` when its peer is missing (skip).
-pub async fn broker(kind: BrokerKind, opts: &BrokerOpts) -> Option<Broker> {
+pub(crate) async fn broker(kind: BrokerKind, opts: &BrokerOpts) -> Option<Broker> {
     Broker::start(kind, opts).await
 }
 
 /// A lookupd and `n` brokers of `kind` registered with it.
-pub async fn cluster(kind: BrokerKind, n: usize) -> Option<(Lookupd, Vec<Broker>)> {
+pub(crate) async fn cluster(kind: BrokerKind, n: usize) -> Option<(Lookupd, Vec<Broker>)> {
     let lookupd = Lookupd::start(kind).await?;
     let opts = BrokerOpts {
         lookupd_tcp: vec![lookupd.tcp_addr()],
@@ -125,7 +125,7 @@ pub async fn cluster(kind: BrokerKind, n: usize) -> Option<(Lookupd, Vec<Broker>
 }
 
 /// Creates `topic` on each broker and waits until `lookupd` lists all of them for it.
-pub async fn register_topic(lookupd: &Lookupd, brokers: &[Broker], topic: &str) {
+pub(crate) async fn register_topic(lookupd: &Lookupd, brokers: &[Broker], topic: &str) {
     for broker in brokers {
         let (status, body) = http::request(
             broker.http_addr(),
@@ -155,7 +155,7 @@ pub async fn register_topic(lookupd: &Lookupd, brokers: &[Broker], topic: &str) 
 }
 
 /// Publishes `bodies` to `topic` on `broker` (MPUB, in order).
-pub async fn publish(broker: &Broker, topic: &str, bodies: &[String]) {
+pub(crate) async fn publish(broker: &Broker, topic: &str, bodies: &[String]) {
     let producer = Producer::new(broker.tcp_addr().to_string(), ProducerConfig::default())
         .expect("producer config");
     let topic = Topic::new(topic).expect("topic name");
@@ -171,7 +171,7 @@ pub async fn publish(broker: &Broker, topic: &str, bodies: &[String]) {
 
 /// Publishes `bodies` to `topic` over `broker`'s HTTP API (`/mpub`, newline-separated), for
 /// brokers whose TCP port requires TLS.
-pub async fn publish_http(broker: &Broker, topic: &str, bodies: &[String]) {
+pub(crate) async fn publish_http(broker: &Broker, topic: &str, bodies: &[String]) {
     let body = bodies.join("\n");
     let (status, answer) = http::request_with_body(
         broker.http_addr(),
@@ -185,12 +185,12 @@ pub async fn publish_http(broker: &Broker, topic: &str, bodies: &[String]) {
 }
 
 /// `n` distinct message bodies, `prefix-0`, `prefix-1`, ...
-pub fn bodies(prefix: &str, n: usize) -> Vec<String> {
+pub(crate) fn bodies(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i}")).collect()
 }
 
 /// The channel's stats on `broker` as JSON (`depth`, `in_flight_count`, `client_count`, ...).
-pub async fn channel(broker: &Broker, topic: &str, channel: &str) -> serde_json::Value {
+pub(crate) async fn channel(broker: &Broker, topic: &str, channel: &str) -> serde_json::Value {
     broker
         .channel_stats(topic, channel)
         .await
@@ -199,7 +199,7 @@ pub async fn channel(broker: &Broker, topic: &str, channel: &str) -> serde_json:
 
 /// Waits until some channel of `topic` on `broker` has a consumer (the tool subscribed), and
 /// returns that channel's name.
-pub async fn subscribed(broker: &Broker, topic: &str) -> String {
+pub(crate) async fn subscribed(broker: &Broker, topic: &str) -> String {
     eventually("the tool subscribes", WITHIN, || async {
         let stats = broker.topic_stats(topic).await?;
         stats["channels"]
@@ -217,7 +217,7 @@ pub async fn subscribed(broker: &Broker, topic: &str) -> String {
 }
 
 /// Waits until the channel holds nothing: no depth, nothing in flight, nothing deferred.
-pub async fn drained(broker: &Broker, topic: &str, chan: &str) {
+pub(crate) async fn drained(broker: &Broker, topic: &str, chan: &str) {
     eventually("the channel is drained", WITHIN, || async {
         let c = broker.channel_stats(topic, chan).await?;
         let left = c["depth"].as_i64().unwrap_or(-1)
@@ -234,10 +234,10 @@ pub async fn drained(broker: &Broker, topic: &str, chan: &str) {
 
 /// A fresh empty directory under the system temp dir, removed on drop.
 #[derive(Debug)]
-pub struct TempDir(pub PathBuf);
+pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl TempDir {
-    pub fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("nsq-tools-{name}-{}-{n}", std::process::id()));
@@ -246,12 +246,12 @@ impl TempDir {
         Self(dir)
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 
     /// The names of the files in it, sorted.
-    pub fn files(&self) -> Vec<String> {
+    pub(crate) fn files(&self) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(&self.0)
             .expect("read the dir")
             .map(|e| {
@@ -266,7 +266,7 @@ impl TempDir {
     }
 
     /// The lines of every file in it (gzip files decompressed, members concatenated).
-    pub fn lines(&self) -> Vec<String> {
+    pub(crate) fn lines(&self) -> Vec<String> {
         let mut lines = Vec::new();
         for name in self.files() {
             lines.extend(read_lines(&self.0.join(name)));
@@ -282,7 +282,7 @@ impl Drop for TempDir {
 }
 
 /// A file's lines; a `.gz` file is decompressed (all its members).
-pub fn read_lines(path: &Path) -> Vec<String> {
+pub(crate) fn read_lines(path: &Path) -> Vec<String> {
     let raw = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     let text = if path.extension().is_some_and(|e| e == "gz") {
         use std::io::Read;
@@ -298,12 +298,12 @@ pub fn read_lines(path: &Path) -> Vec<String> {
 }
 
 /// `items`, sorted.
-pub fn sorted(mut items: Vec<String>) -> Vec<String> {
+pub(crate) fn sorted(mut items: Vec<String>) -> Vec<String> {
     items.sort();
     items
 }
 
 /// A TCP port nothing listens on.
-pub fn closed_port() -> u16 {
+pub(crate) fn closed_port() -> u16 {
     nsq_tests::free_port()
 }
