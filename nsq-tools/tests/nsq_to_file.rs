@@ -323,17 +323,20 @@ fn complete_lines(dir: &TempDir) -> Vec<String> {
     lines
 }
 
-/// What the channel still holds, once nothing is in flight: its messages' bodies.
+/// What the channel still holds, once nothing is in flight and the topic handed it all its
+/// messages: their bodies.
 async fn remaining(broker: &Broker, topic: &str) -> Vec<String> {
-    let depth = eventually("nothing in flight", WITHIN, || async {
+    let depth = eventually("nothing in flight or in the topic", WITHIN, || async {
+        let t = broker.topic_stats(topic).await?;
         let c = broker.channel_stats(topic, "archive").await?;
         match (
+            t["depth"].as_i64(),
             c["in_flight_count"].as_i64(),
             c["deferred_count"].as_i64(),
             c["depth"].as_i64(),
         ) {
-            (Some(0), Some(0), Some(depth)) => Ok(depth),
-            _ => Err(format!("{c}")),
+            (Some(0), Some(0), Some(0), Some(depth)) => Ok(depth),
+            _ => Err(format!("topic {t}, channel {c}")),
         }
     })
     .await;
