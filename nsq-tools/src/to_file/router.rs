@@ -111,7 +111,7 @@ pub(crate) async fn route(
             }
         }
         if sync && !pending.is_empty() {
-            tracing::info!("[{topic}] syncing {} records to disk", pending.len());
+            tracing::debug!("[{topic}] syncing {} records to disk", pending.len());
             if let Err(e) = blocking(|| file.sync()) {
                 break Err(e);
             }
@@ -140,7 +140,7 @@ fn finish(
     topic: &str,
 ) -> std::io::Result<()> {
     if !pending.is_empty() {
-        tracing::info!("[{topic}] syncing {} records to disk", pending.len());
+        tracing::debug!("[{topic}] syncing {} records to disk", pending.len());
     }
     blocking(|| file.sync().and_then(|()| file.close()))?;
     finish_all(pending, written);
