@@ -4,11 +4,14 @@
 
 use std::io;
 
+use tokio::sync::watch;
+
 #[cfg(unix)]
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 /// SIGINT and SIGTERM, listened for from creation on (so a signal that comes while the tool
-/// starts up is not missed).
+/// starts up is not missed). The first asks the tool to stop; a second one, while it stops,
+/// ends the process at once with exit code 130.
 ///
 /// ```no_run
 /// # #[tokio::main]
@@ -16,57 +19,63 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 /// let mut shutdown = nsq_tools::signal::Shutdown::new()?;
 /// let name = shutdown.recv().await;
 /// tracing::info!("{name}: stopping");
-/// shutdown.force_exit_on_next();
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Shutdown {
-    #[cfg(unix)]
-    interrupt: Signal,
-    #[cfg(unix)]
-    terminate: Signal,
+    requested: watch::Receiver<Option<&'static str>>,
 }
 
 impl Shutdown {
-    /// Starts listening. Needs a tokio runtime with signals (and I/O) enabled.
+    /// Starts listening, on a task of its own. Needs a tokio runtime with signals (and I/O)
+    /// enabled.
     ///
     /// # Errors
     ///
     /// When the handlers cannot be installed.
     pub fn new() -> io::Result<Self> {
-        Ok(Self {
-            #[cfg(unix)]
-            interrupt: signal(SignalKind::interrupt())?,
-            #[cfg(unix)]
-            terminate: signal(SignalKind::terminate())?,
-        })
-    }
-
-    /// Waits for the next SIGINT or SIGTERM and returns its name.
-    pub async fn recv(&mut self) -> &'static str {
+        let (tx, requested) = watch::channel(None);
         #[cfg(unix)]
-        {
-            tokio::select! {
-                _ = self.interrupt.recv() => "SIGINT",
-                _ = self.terminate.recv() => "SIGTERM",
+        let (mut interrupt, mut terminate) = (
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+        );
+        tokio::spawn(async move {
+            loop {
+                #[cfg(unix)]
+                let name = tokio::select! {
+                    _ = interrupt.recv() => "SIGINT",
+                    _ = terminate.recv() => "SIGTERM",
+                };
+                #[cfg(not(unix))]
+                let name = {
+                    let _ = tokio::signal::ctrl_c().await;
+                    "Ctrl-C"
+                };
+                if tx.borrow().is_some() {
+                    eprintln!("{name} again: exiting without waiting");
+                    std::process::exit(130);
+                }
+                let _ = tx.send(Some(name));
             }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-            "Ctrl-C"
-        }
+        });
+        Ok(Self { requested })
     }
 
-    /// From now on, the next SIGINT or SIGTERM ends the process at once with exit code 130
-    /// (for a user who does not want to wait for a graceful stop).
-    pub fn force_exit_on_next(mut self) {
-        tokio::spawn(async move {
-            let name = self.recv().await;
-            eprintln!("{name} again: exiting without waiting");
-            std::process::exit(130);
-        });
+    /// Waits for the first SIGINT or SIGTERM and returns its name (at once when it came
+    /// already).
+    pub async fn recv(&mut self) -> &'static str {
+        let name = self
+            .requested
+            .wait_for(Option::is_some)
+            .await
+            .map(|name| name.unwrap_or("signal"));
+        match name {
+            Ok(name) => name,
+            // The listener is gone (the runtime is shutting down): never.
+            Err(_) => std::future::pending().await,
+        }
     }
 }
 

@@ -193,7 +193,6 @@ pub async fn tail(args: TailArgs) -> Result<(), TailError> {
         }
     }
     out.flush();
-    shutdown.force_exit_on_next();
     for handle in handles {
         handle.stop().await;
     }

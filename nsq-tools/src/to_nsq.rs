@@ -213,7 +213,6 @@ where
         }
     }
     drop(lines);
-    shutdown.force_exit_on_next();
     for producer in &producers {
         producer.stop().await;
     }

@@ -41,6 +41,16 @@ async fn every_line_is_published_and_acknowledged() {
             "{kind:?}: {}",
             ran.stderr
         );
+        // Not a terminal: the progress goes to stderr as plain lines, the summary last.
+        assert!(
+            ran.stderr.contains("to_nsq: 5000 published in "),
+            "{kind:?}: {}",
+            ran.stderr
+        );
+        assert!(
+            !ran.stderr.contains('\r'),
+            "{kind:?}: a live line on a pipe"
+        );
         let got = consume::take(broker.tcp_addr(), "lines", "c", 5000, 1000, WITHIN)
             .await
             .unwrap();

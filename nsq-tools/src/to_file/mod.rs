@@ -388,7 +388,6 @@ pub async fn to_file(args: ToFileArgs) -> Result<(), ToFileError> {
             break;
         }
     }
-    shutdown.force_exit_on_next();
     rate.finish().await;
     failure.map_or(Ok(()), Err)
 }
