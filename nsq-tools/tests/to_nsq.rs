@@ -253,3 +253,51 @@ async fn bad_flags_and_options_are_usage_errors() {
         assert!(ran.stderr.contains(says), "{list:?}: {}", ran.stderr);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn auth_secret_over_tls_or_explicitly_over_plain_tcp() {
+    const SECRET: &str = "open-sesame";
+    let certs = nsq_tests::tls::TestCerts::generate();
+    let certs = &certs;
+    each_kind(CASES_WITHIN, |kind| async move {
+        if !kind.available() {
+            return;
+        }
+        let grant = serde_json::json!({
+            "ttl": 3600, "identity": "tools", "identity_url": "",
+            "authorizations": [{"topic": ".*", "channels": [".*"], "permissions": ["subscribe", "publish"]}],
+        });
+        let service = nsq_tests::auth::serve(SECRET, grant).await;
+        let auth = Some(service.addr.to_string());
+        let plain = BrokerOpts { auth_http_address: auth.clone(), ..BrokerOpts::default() };
+        let tls = BrokerOpts {
+            auth_http_address: auth,
+            tls: Some(nsq_tests::broker::BrokerTls::server(certs)),
+            ..BrokerOpts::default()
+        };
+        let secret = format!("--producer-opt=auth_secret,{SECRET}");
+        let ca = format!("--producer-opt=tls_root_ca_file,{}", certs.ca_cert.display());
+        for (opts, extra, code) in [
+            // nsq-client sends no secret over plain TCP unless told to.
+            (&plain, vec![secret.clone()], 1),
+            (&plain, vec![secret.clone(), "--producer-opt=allow_plaintext_auth".into()], 0),
+            (&tls, vec![secret.clone(), "--producer-opt=tls_v1,true".into(), ca.clone()], 0),
+        ] {
+            let Some(broker) = broker(kind, opts).await else { return };
+            let mut list = vec![
+                "--topic=authed".to_owned(),
+                format!("--nsqd-tcp-address={}", broker.tcp_addr()),
+            ];
+            list.extend(extra.iter().cloned());
+            let ran = run(&ours("to_nsq"), &list, b"one\ntwo\n").await;
+            assert_eq!(ran.code(), Some(code), "{kind:?} {extra:?}: {}", ran.stderr);
+            if code == 1 {
+                assert!(ran.stderr.contains("the secret is not sent without TLS"), "{}", ran.stderr);
+            } else {
+                let t = broker.topic_stats("authed").await.unwrap();
+                assert_eq!(t["message_count"], 2, "{kind:?} {extra:?}: {t}");
+            }
+        }
+    })
+    .await;
+}
