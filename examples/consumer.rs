@@ -9,14 +9,15 @@
 //!
 //! Starts an nsqlookupd and three nsqd from nsq-server-lite, publishes to all three, then a
 //! `Consumer` that knows only the lookupd finds the brokers, splits its max_in_flight across
-//! them, and runs a handler on up to 8 messages at once, printing the consumer's events. A handler that fails requeues its
-//! message (with backoff); one that succeeds finishes it. The stop is graceful: nothing is
-//! left in flight on any broker.
+//! them, and runs a handler on up to 8 messages at once, printing the consumer's events. A
+//! handler that fails requeues its message (with backoff); one that succeeds finishes it.
+//! The stop is graceful: nothing is left in flight on any broker. The last lines read each
+//! broker's `/stats` and say what the figures mean.
 
 use std::error::Error;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use nsq_client::{
@@ -46,7 +47,14 @@ async fn main() -> Result<(), Box<dyn Error>> {
         producer.stop().await;
         brokers.push(nsqd);
     }
-    println!("published {} messages to 3 brokers", 3 * PER_BROKER);
+    println!(
+        "nsqlookupd at {}; 3 nsqd from nsq-server-lite, in this process, registered with it",
+        lookupd.http_addr()
+    );
+    println!(
+        "published {PER_BROKER} messages to topic \"{topic}\" on each nsqd ({} in all)\n",
+        3 * PER_BROKER
+    );
 
     let config = ConsumerConfig::default()
         .max_in_flight(30) // at least the handler concurrency below
@@ -57,12 +65,13 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .build()?;
     // What happens to the connections, as values: print it.
     let mut events = consumer.events();
-    tokio::spawn(async move {
+    let printer = tokio::spawn(async move {
         while let Some(event) = events.next().await {
             println!("event: {event}");
         }
     });
     consumer.connected(Duration::from_secs(5)).await?;
+    let started = Instant::now();
     let handle = consumer.handle();
     let handled = Arc::new(AtomicUsize::new(0));
     let counter = handled.clone();
@@ -76,7 +85,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
                 if n % 1_000 == 0 {
                     let stats = handle.stats();
                     println!(
-                        "handled {n} ({text:?} from {}); {} connections, RDY {}",
+                        "handled {n} (this one {text:?}, from {}); {} connections, RDY {} in all",
                         msg.nsqd_addr(),
                         stats.connections,
                         stats.total_rdy
@@ -90,10 +99,16 @@ async fn main() -> Result<(), Box<dyn Error>> {
             }
         })
         .await;
+    let elapsed = started.elapsed();
+    drop(consumer); // its events end with "stopped": wait for the last to be printed
+    tokio::time::timeout(Duration::from_secs(5), printer).await??;
+    let n = handled.load(Ordering::Relaxed);
     println!(
-        "consumer stopped after {} messages",
-        handled.load(Ordering::Relaxed)
+        "\nconsumer stopped after {n} messages in {:.2} s ({:.0} messages/s, 8 handlers at once)",
+        elapsed.as_secs_f64(),
+        n as f64 / elapsed.as_secs_f64()
     );
+    println!("what each nsqd says about channel \"counter\" (its /stats):");
 
     for nsqd in brokers {
         let stats = nsqd.stats();
@@ -109,6 +124,13 @@ async fn main() -> Result<(), Box<dyn Error>> {
         );
         nsqd.shutdown().await;
     }
+    println!(
+        "\n\"delivered\": messages nsqd sent to the consumer; \"left\": still queued;\n\
+         \"in flight\": sent but not yet answered. 0 left and 0 in flight means every\n\
+         message was finished (FIN) and none waits to be redelivered.\n\
+         RDY: how many messages the consumer lets the nsqd send ahead; the sum over all\n\
+         nsqd stays within max_in_flight (30 here)."
+    );
     lookupd.shutdown().await;
     Ok(())
 }

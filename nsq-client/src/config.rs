@@ -2,10 +2,12 @@
 //! compression and AUTH. Defaults are go-nsq's (`config.go`).
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 pub use nsq_proto::Compression;
+
+#[cfg(feature = "tls")]
+use crate::tls::TlsConfig;
 
 /// The default largest message body accepted from nsqd.
 const DEFAULT_MAX_MESSAGE_SIZE: usize = 5 * 1024 * 1024;
@@ -16,73 +18,6 @@ const NO_READ_DEADLINE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// What a message frame holds besides the body: size, frame type, timestamp, attempts, id.
 const FRAME_OVERHEAD: usize = 4 + 4 + 8 + 2 + 16;
-
-/// TLS for connections to nsqd: a rustls client configuration (roots, client certificate)
-/// and the name to verify, when it is not the host connected to.
-///
-/// ```
-/// use std::sync::Arc;
-/// let mut roots = rustls::RootCertStore::empty();
-/// # let _ = &mut roots;
-/// let provider = Arc::new(rustls::crypto::ring::default_provider());
-/// let config = rustls::ClientConfig::builder_with_provider(provider)
-///     .with_safe_default_protocol_versions()?
-///     .with_root_certificates(roots)
-///     .with_no_client_auth();
-/// let tls = nsq_client::TlsConfig::new(Arc::new(config)).server_name("nsqd.internal");
-/// # let _ = tls;
-/// # Ok::<(), rustls::Error>(())
-/// ```
-#[derive(Clone)]
-pub struct TlsConfig {
-    pub(crate) config: Arc<rustls::ClientConfig>,
-    pub(crate) server_name: Option<String>,
-}
-
-impl TlsConfig {
-    /// TLS with this rustls configuration; certificates are verified as it says (on, unless
-    /// the configuration was built to skip it).
-    ///
-    /// ```
-    /// # use std::sync::Arc;
-    /// # let provider = Arc::new(rustls::crypto::ring::default_provider());
-    /// # let config = rustls::ClientConfig::builder_with_provider(provider)
-    /// #     .with_safe_default_protocol_versions().unwrap()
-    /// #     .with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth();
-    /// let tls = nsq_client::TlsConfig::new(Arc::new(config));
-    /// # let _ = tls;
-    /// ```
-    pub fn new(config: Arc<rustls::ClientConfig>) -> Self {
-        Self {
-            config,
-            server_name: None,
-        }
-    }
-
-    /// The name to verify the certificate against (default: the host connected to).
-    ///
-    /// ```
-    /// # use std::sync::Arc;
-    /// # let provider = Arc::new(rustls::crypto::ring::default_provider());
-    /// # let config = rustls::ClientConfig::builder_with_provider(provider)
-    /// #     .with_safe_default_protocol_versions().unwrap()
-    /// #     .with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth();
-    /// let tls = nsq_client::TlsConfig::new(Arc::new(config)).server_name("nsqd-1.internal");
-    /// # let _ = tls;
-    /// ```
-    pub fn server_name(mut self, name: impl Into<String>) -> Self {
-        self.server_name = Some(name.into());
-        self
-    }
-}
-
-impl fmt::Debug for TlsConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsConfig")
-            .field("server_name", &self.server_name)
-            .finish_non_exhaustive()
-    }
-}
 
 /// A connection's settings, sent to nsqd in IDENTIFY and used for the upgrades after it.
 ///
@@ -106,6 +41,7 @@ pub struct ConnectionConfig {
     pub(crate) msg_timeout: Option<Duration>,
     pub(crate) output_buffer: Option<(u32, Duration)>,
     pub(crate) sample_rate: u8,
+    #[cfg(feature = "tls")]
     pub(crate) tls: Option<TlsConfig>,
     pub(crate) compression: Compression,
     pub(crate) auth_secret: Option<String>,
@@ -128,6 +64,7 @@ impl Default for ConnectionConfig {
             msg_timeout: None,
             output_buffer: Some((16 * 1024, Duration::from_millis(250))),
             sample_rate: 0,
+            #[cfg(feature = "tls")]
             tls: None,
             compression: Compression::None,
             auth_secret: None,
@@ -143,16 +80,17 @@ impl Default for ConnectionConfig {
 
 impl fmt::Debug for ConnectionConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConnectionConfig")
-            .field("client_id", &self.client_id)
+        let mut f = f.debug_struct("ConnectionConfig");
+        f.field("client_id", &self.client_id)
             .field("hostname", &self.hostname)
             .field("user_agent", &self.user_agent)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("msg_timeout", &self.msg_timeout)
             .field("output_buffer", &self.output_buffer)
-            .field("sample_rate", &self.sample_rate)
-            .field("tls", &self.tls)
-            .field("compression", &self.compression)
+            .field("sample_rate", &self.sample_rate);
+        #[cfg(feature = "tls")]
+        f.field("tls", &self.tls);
+        f.field("compression", &self.compression)
             .field(
                 "auth_secret",
                 &self.auth_secret.as_ref().map(|_| "<secret>"),
@@ -279,24 +217,24 @@ impl ConnectionConfig {
         self
     }
 
-    /// Upgrade to TLS after IDENTIFY.
+    /// Upgrade to TLS after IDENTIFY (go-nsq's `tls_v1`), verified as `tls` says.
     ///
-    /// ```
-    /// # use std::sync::Arc;
-    /// # let provider = Arc::new(rustls::crypto::ring::default_provider());
-    /// # let rustls_config = rustls::ClientConfig::builder_with_provider(provider)
-    /// #     .with_safe_default_protocol_versions().unwrap()
-    /// #     .with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth();
+    /// ```no_run
     /// use nsq_client::{ConnectionConfig, TlsConfig};
-    /// let c = ConnectionConfig::default().tls(TlsConfig::new(Arc::new(rustls_config)));
+    /// let tls = TlsConfig::builder().ca_file("/etc/nsq/ca.pem").build()?;
+    /// let c = ConnectionConfig::default().tls(tls);
     /// # let _ = c;
+    /// # Ok::<(), nsq_client::TlsConfigError>(())
     /// ```
+    #[cfg(feature = "tls")]
     pub fn tls(mut self, tls: TlsConfig) -> Self {
         self.tls = Some(tls);
         self
     }
 
-    /// Compress the stream with snappy or deflate after IDENTIFY (default none).
+    /// Compress the stream with snappy or deflate after IDENTIFY (default none). Each needs
+    /// its cargo feature (`snappy`, `deflate`, both on by default); without it, building
+    /// the consumer or producer fails with a [`ConfigError`](crate::ConfigError).
     ///
     /// ```
     /// use nsq_client::{Compression, ConnectionConfig};
@@ -423,15 +361,37 @@ impl ConnectionConfig {
                 return bad("output_buffer", "needs at least 64 bytes and 25 ms");
             }
         }
-        if let Compression::Deflate { level } = self.compression {
-            if !(1..=9).contains(&level) {
-                return bad("deflate level", "must be between 1 and 9");
+        match self.compression {
+            Compression::None => {}
+            Compression::Snappy => {
+                if !cfg!(feature = "snappy") {
+                    return bad("snappy compression", "needs nsq-client's `snappy` feature");
+                }
+            }
+            Compression::Deflate { level } => {
+                if !cfg!(feature = "deflate") {
+                    return bad(
+                        "deflate compression",
+                        "needs nsq-client's `deflate` feature",
+                    );
+                }
+                if !(1..=9).contains(&level) {
+                    return bad("deflate level", "must be between 1 and 9");
+                }
             }
         }
         if self.dial_timeout.is_zero() || self.write_timeout.is_zero() {
             return bad("dial_timeout and write_timeout", "must be above zero");
         }
         Ok(())
+    }
+
+    /// Whether connections upgrade to TLS.
+    pub(crate) fn uses_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        return false;
     }
 
     pub(crate) fn identify(&self) -> nsq_proto::Identify {
@@ -442,7 +402,7 @@ impl ConnectionConfig {
         if let Some(timeout) = self.msg_timeout {
             identify = identify.with_msg_timeout(timeout);
         }
-        identify.tls_v1 = self.tls.is_some();
+        identify.tls_v1 = self.uses_tls();
         match self.compression {
             Compression::None => {}
             Compression::Snappy => identify.snappy = true,
@@ -456,5 +416,50 @@ impl ConnectionConfig {
             identify = identify.with_topology(region.clone(), zone.clone());
         }
         identify
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether building with `compression` is refused, and for the feature named.
+    fn refusal(compression: Compression) -> Option<String> {
+        let config = ConnectionConfig::default().compression(compression);
+        config.validate().err().map(|e| e.to_string())
+    }
+
+    #[test]
+    fn snappy_is_accepted_exactly_when_its_feature_is_built() {
+        let refused = refusal(Compression::Snappy);
+        if cfg!(feature = "snappy") {
+            assert_eq!(refused, None);
+        } else {
+            assert!(refused.is_some_and(|e| e.contains("`snappy` feature")));
+        }
+    }
+
+    #[test]
+    fn deflate_is_accepted_exactly_when_its_feature_is_built() {
+        let refused = refusal(Compression::Deflate { level: 6 });
+        if cfg!(feature = "deflate") {
+            assert_eq!(refused, None);
+        } else {
+            assert!(refused.is_some_and(|e| e.contains("`deflate` feature")));
+        }
+    }
+
+    #[test]
+    fn identify_asks_for_tls_only_when_it_is_configured() {
+        let plain = ConnectionConfig::default();
+        assert!(!plain.identify().tls_v1);
+        #[cfg(feature = "tls")]
+        {
+            let tls = crate::TlsConfig::builder()
+                .danger_accept_invalid_certs()
+                .build()
+                .unwrap();
+            assert!(plain.tls(tls).identify().tls_v1);
+        }
     }
 }

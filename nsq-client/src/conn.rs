@@ -2,11 +2,14 @@
 //! snappy or deflate, each confirmed by `OK`), then AUTH when nsqd requires it.
 
 use futures::{SinkExt, StreamExt};
-use nsq_proto::stream::{tls_connect, DeflateStream, Rewind, SnappyStream};
+#[cfg(feature = "deflate")]
+use nsq_proto::stream::DeflateStream;
+use nsq_proto::stream::Rewind;
+#[cfg(feature = "snappy")]
+use nsq_proto::stream::SnappyStream;
 use nsq_proto::{
     AuthResponse, ClientCodec, Command, Compression, Frame, IdentifyResponse, Response, MAGIC_V2,
 };
-use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, FramedParts};
@@ -73,43 +76,16 @@ async fn handshake(addr: &str, config: &ConnectionConfig) -> Result<Connected, C
         })?;
     tracing::debug!(addr, ?identify, "identified");
 
+    #[cfg(feature = "tls")]
     if let Some(tls) = &config.tls {
         if !identify.tls_v1 {
-            return Err(ConnectError::FeatureRefused {
-                addr: addr.to_owned(),
-                feature: "TLS",
-            });
+            return Err(refused(addr, "TLS"));
         }
-        let host = match &tls.server_name {
-            Some(name) => name.clone(),
-            None => host_of(addr).to_owned(),
-        };
-        let name = ServerName::try_from(host.clone())
-            .map_err(|_| ConnectError::ServerName { name: host })?;
-        let io = rewound(framed);
-        let stream = tls_connect(tls.config.clone(), name, io)
-            .await
-            .map_err(|source| ConnectError::Tls {
-                addr: addr.to_owned(),
-                source,
-            })?;
-        framed = Framed::new(Box::new(stream) as Transport, codec.clone());
-        // With TLS 1.3 the server checks the client's certificate after the client thinks the
-        // handshake done: its refusal (an alert) arrives with the first read. It is a TLS
-        // failure, not a broken connection.
-        expect_ok(&mut framed, addr).await.map_err(|e| match e {
-            ConnectError::Io { addr, source }
-                if source
-                    .get_ref()
-                    .is_some_and(|inner| inner.is::<rustls::Error>()) =>
-            {
-                ConnectError::Tls { addr, source }
-            }
-            other => other,
-        })?;
+        framed = upgrade_tls(framed, tls, addr).await?;
     }
     match config.compression {
         Compression::None => {}
+        #[cfg(feature = "snappy")]
         Compression::Snappy => {
             if !identify.snappy {
                 return Err(refused(addr, "snappy"));
@@ -120,6 +96,7 @@ async fn handshake(addr: &str, config: &ConnectionConfig) -> Result<Connected, C
             );
             expect_ok(&mut framed, addr).await?;
         }
+        #[cfg(feature = "deflate")]
         Compression::Deflate { level } => {
             if !identify.deflate {
                 return Err(refused(addr, "deflate"));
@@ -129,6 +106,9 @@ async fn handshake(addr: &str, config: &ConnectionConfig) -> Result<Connected, C
             framed = Framed::new(Box::new(stream) as Transport, codec.clone());
             expect_ok(&mut framed, addr).await?;
         }
+        // Refused by `ConnectionConfig::validate` before any connection is made.
+        #[cfg(not(all(feature = "snappy", feature = "deflate")))]
+        _ => return Err(refused(addr, "compression (its cargo feature is off)")),
     }
 
     let mut auth = None;
@@ -139,7 +119,7 @@ async fn handshake(addr: &str, config: &ConnectionConfig) -> Result<Connected, C
             .ok_or_else(|| ConnectError::AuthRequired {
                 addr: addr.to_owned(),
             })?;
-        if config.tls.is_none() && unix_path(addr).is_none() && !config.plaintext_auth {
+        if !config.uses_tls() && unix_path(addr).is_none() && !config.plaintext_auth {
             return Err(ConnectError::AuthWithoutTls {
                 addr: addr.to_owned(),
             });
@@ -161,6 +141,45 @@ async fn handshake(addr: &str, config: &ConnectionConfig) -> Result<Connected, C
         identify,
         auth,
     })
+}
+
+/// The TLS upgrade after IDENTIFY: the handshake over what `framed` runs on, then nsqd's `OK`
+/// over TLS.
+#[cfg(feature = "tls")]
+async fn upgrade_tls(
+    framed: Framed<Transport, ClientCodec>,
+    tls: &crate::tls::TlsConfig,
+    addr: &str,
+) -> Result<Framed<Transport, ClientCodec>, ConnectError> {
+    let codec = framed.codec().clone();
+    let host = match &tls.server_name {
+        Some(name) => name.clone(),
+        None => host_of(addr).to_owned(),
+    };
+    let name = rustls::pki_types::ServerName::try_from(host.clone())
+        .map_err(|_| ConnectError::ServerName { name: host })?;
+    let io = rewound(framed);
+    let stream = nsq_proto::stream::tls_connect(tls.config.clone(), name, io)
+        .await
+        .map_err(|source| ConnectError::Tls {
+            addr: addr.to_owned(),
+            source,
+        })?;
+    let mut framed = Framed::new(Box::new(stream) as Transport, codec);
+    // With TLS 1.3 the server checks the client's certificate after the client thinks the
+    // handshake done: its refusal (an alert) arrives with the first read. It is a TLS
+    // failure, not a broken connection.
+    expect_ok(&mut framed, addr).await.map_err(|e| match e {
+        ConnectError::Io { addr, source }
+            if source
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>()) =>
+        {
+            ConnectError::Tls { addr, source }
+        }
+        other => other,
+    })?;
+    Ok(framed)
 }
 
 /// Whether `addr` names a unix socket (`unix:/path`, or a path) rather than `host:port`.
@@ -241,6 +260,7 @@ pub(crate) fn rewound(framed: Framed<Transport, ClientCodec>) -> Transport {
 }
 
 /// The host part of `host:port` (brackets removed from an IPv6 literal).
+#[cfg(feature = "tls")]
 fn host_of(addr: &str) -> &str {
     let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
     host.trim_start_matches('[').trim_end_matches(']')
@@ -341,6 +361,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "tls")]
     fn host_of_strips_the_port_and_ipv6_brackets() {
         assert_eq!(host_of("nsqd.internal:4150"), "nsqd.internal");
         assert_eq!(host_of("[::1]:4150"), "::1");

@@ -35,6 +35,7 @@ impl ConfigError {
     }
 
     /// A configuration error whose cause is `source`; its text is the cause's.
+    #[cfg_attr(not(feature = "lookupd"), allow(dead_code))]
     pub(crate) fn caused_by(source: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self {
             message: source.to_string(),
@@ -233,9 +234,7 @@ impl ConnectError {
             | ConnectError::FeatureRefused { .. }
             | ConnectError::ServerName { .. }
             | ConnectError::Protocol { .. } => true,
-            ConnectError::Tls { source, .. } => source
-                .get_ref()
-                .is_some_and(|inner| inner.is::<rustls::Error>()),
+            ConnectError::Tls { source, .. } => is_certificate_error(source),
             ConnectError::Refused { error, .. } | ConnectError::Subscribe { error, .. } => {
                 permanent_refusal(&error.code)
             }
@@ -352,6 +351,7 @@ pub enum LookupdError {
         why: &'static str,
     },
     /// The request failed: connection refused, timeout, TLS...
+    #[cfg(feature = "lookupd")]
     #[error("{url}: {source}")]
     Request {
         /// The URL asked.
@@ -378,9 +378,9 @@ impl LookupdError {
     /// ```
     pub fn url(&self) -> &str {
         match self {
-            LookupdError::Address { url, .. }
-            | LookupdError::Request { url, .. }
-            | LookupdError::Response { url, .. } => url,
+            LookupdError::Address { url, .. } | LookupdError::Response { url, .. } => url,
+            #[cfg(feature = "lookupd")]
+            LookupdError::Request { url, .. } => url,
         }
     }
 
@@ -392,8 +392,25 @@ impl LookupdError {
     /// # }
     /// ```
     pub fn is_timeout(&self) -> bool {
-        matches!(self, LookupdError::Request { source, .. } if source.is_timeout())
+        #[cfg(feature = "lookupd")]
+        return matches!(self, LookupdError::Request { source, .. } if source.is_timeout());
+        #[cfg(not(feature = "lookupd"))]
+        return false;
     }
+}
+
+/// Whether a failed TLS handshake failed on rustls' judgement (a certificate, a protocol
+/// mismatch), which retrying cannot change, rather than on the connection.
+fn is_certificate_error(source: &std::io::Error) -> bool {
+    #[cfg(feature = "tls")]
+    return source
+        .get_ref()
+        .is_some_and(|inner| inner.is::<rustls::Error>());
+    #[cfg(not(feature = "tls"))]
+    return {
+        let _ = source;
+        false
+    };
 }
 
 /// What went wrong with a publish.
@@ -743,6 +760,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "tls")]
     fn a_certificate_error_is_permanent_and_a_reset_during_tls_is_not() {
         let certificate = ConnectError::Tls {
             addr: "h:4150".into(),

@@ -34,6 +34,63 @@
 //! # }
 //! ```
 //!
+//! # Handling messages concurrently
+//!
+//! [`Consumer::run`] takes a [`Handler`] (an async closure or a type implementing it) and
+//! the number of messages it works on at once. `Ok` finishes a message, an error requeues it
+//! with backoff; [`ConsumerConfig::max_in_flight`] must be at least the concurrency.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let nsqd = nsq_server_lite::Nsqd::start().await?;
+//! use nsq_client::{Channel, Consumer, ConsumerConfig, HandlerError, Message, Topic};
+//! # let topic = Topic::new("jobs")?;
+//! # let producer = nsq_client::Producer::new(nsqd.tcp_addr().to_string(), Default::default())?;
+//! # producer.publish(&topic, "job").await?;
+//!
+//! let consumer = Consumer::builder(Topic::new("jobs")?, Channel::new("workers")?)
+//!     .nsqd(nsqd.tcp_addr().to_string())
+//!     .config(ConsumerConfig::default().max_in_flight(8))
+//!     .build()?;
+//! let handle = consumer.handle();
+//! consumer
+//!     .run(8, move |msg: Message| {
+//!         let handle = handle.clone();
+//!         async move {
+//!             let job = std::str::from_utf8(msg.body())?; // not UTF-8: requeued
+//!             assert_eq!(job, "job");
+//!             drop(handle.stop()); // this sketch stops after one; a service runs on
+//!             Ok::<_, HandlerError>(())
+//!         }
+//!     })
+//!     .await; // returns once the stop is complete
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # TLS and AUTH
+//!
+//! [`TlsConfig::builder`] reads a CA file, a client certificate and key, and the name to
+//! verify; [`ConnectionConfig::auth_secret`] is sent only over TLS (or a unix socket).
+//!
+//! ```no_run
+//! use nsq_client::{ConnectionConfig, ConsumerConfig, TlsConfig};
+//!
+//! let tls = TlsConfig::builder().ca_file("/etc/nsq/ca.pem").build()?;
+//! let connection = ConnectionConfig::default().tls(tls).auth_secret("s3cret");
+//! let config = ConsumerConfig::default().connection(connection);
+//! # let _ = config;
+//! # Ok::<(), nsq_client::TlsConfigError>(())
+//! ```
+//!
+//! # Testing your service
+//!
+//! `nsq-server-lite` is an nsqd in your test process: add it as a dev-dependency, start one
+//! broker per test (`nsq_server_lite::Nsqd::start()` binds free loopback ports), point the
+//! service at its address and assert on what it published and on the broker's `stats()`.
+//! The `testing` example of the repository's `examples/` is a complete one.
+//!
 //! # Failures
 //!
 //! What the user can act on arrives as a typed value: [`Consumer::connected`] waits for a
@@ -42,6 +99,27 @@
 //! streams [`ConsumerEvent`]s (connected, connect failed, disconnected with a
 //! [`DisconnectReason`], backoff entered and left, lookupd failed, nsqd listed and unlisted);
 //! a [`PublishError`] says what happened to a publish and hands its bodies back.
+//!
+//! # Cargo features
+//!
+//! All on by default; with `default-features = false` a build has none of them, and with it
+//! none of their dependencies: a producer or a consumer of nsqd given by address needs only
+//! tokio.
+//!
+//! | feature | gives | pulls in |
+//! |---|---|---|
+//! | `tls` | [`TlsConfig`], [`ConnectionConfig::tls`], `https://` nsqlookupd | rustls (ring), rustls-native-certs |
+//! | `snappy` | [`Compression::Snappy`] | snap |
+//! | `deflate` | [`Compression::Deflate`] | flate2 |
+//! | `lookupd` | [`ConsumerBuilder::lookupd`], [`ProducerPool::with_lookupd`] | reqwest |
+//!
+//! Asking for a compression whose feature is off fails when the consumer or producer is
+//! built, with a [`ConfigError`] that names the feature.
+//!
+//! ```toml
+//! # A producer-only service: no HTTP client, no TLS, no compression.
+//! nsq-client = { git = "...", default-features = false }
+//! ```
 //!
 //! # Logging
 //!
@@ -60,15 +138,19 @@
 //! `log` record (target `nsq_client::...`).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod config;
 mod conn;
 mod consumer;
 mod error;
+#[cfg(feature = "lookupd")]
 mod lookupd;
 mod producer;
+#[cfg(feature = "tls")]
+mod tls;
 
-pub use config::{Compression, ConnectionConfig, TlsConfig};
+pub use config::{Compression, ConnectionConfig};
 pub use consumer::{
     AckError, BackoffStrategy, ConnectedError, Consumer, ConsumerBuilder, ConsumerConfig,
     ConsumerEvent, ConsumerFailure, ConsumerHandle, ConsumerStats, Events, Handler, HandlerError,
@@ -81,6 +163,12 @@ pub use error::{
 pub use producer::{
     NodeStats, PoolStats, Producer, ProducerConfig, ProducerPool, ProducerStats, Strategy,
 };
+/// The TLS library under [`TlsConfig`], for [`TlsConfig::new`] with a configuration of
+/// one's own.
+#[cfg(feature = "tls")]
+pub use rustls;
+#[cfg(feature = "tls")]
+pub use tls::{TlsConfig, TlsConfigBuilder, TlsConfigError};
 
 /// The NSQ wire protocol ([`nsq_proto`]).
 pub use nsq_proto as proto;

@@ -13,7 +13,7 @@ use nsq_proto::Topic;
 use reqwest::Url;
 use serde::de::DeserializeOwned;
 
-use crate::config::TlsConfig;
+use crate::config::ConnectionConfig;
 use crate::error::LookupdError;
 
 /// The lookupd endpoint asked.
@@ -52,6 +52,9 @@ pub(crate) fn endpoint_url(lookupd: &str, endpoint: Endpoint) -> Result<Url, Loo
     if !matches!(url.scheme(), "http" | "https") {
         return Err(bad("the scheme must be http or https"));
     }
+    if url.scheme() == "https" && !cfg!(feature = "tls") {
+        return Err(bad("https needs nsq-client's `tls` feature"));
+    }
     if url.host_str().is_none_or(str::is_empty) {
         return Err(bad("no host"));
     }
@@ -75,12 +78,16 @@ pub(crate) fn endpoint_url(lookupd: &str, endpoint: Endpoint) -> Result<Url, Loo
 /// of the nsqd connections when one is set (so one CA serves both), else the system's roots.
 pub(crate) fn http_client(
     timeout: Duration,
-    tls: Option<&TlsConfig>,
+    connection: &ConnectionConfig,
 ) -> Result<reqwest::Client, reqwest::Error> {
-    let mut builder = reqwest::Client::builder().timeout(timeout);
-    if let Some(tls) = tls {
-        builder = builder.use_preconfigured_tls((*tls.config).clone());
-    }
+    let builder = reqwest::Client::builder().timeout(timeout);
+    #[cfg(feature = "tls")]
+    let builder = match &connection.tls {
+        Some(tls) => builder.use_preconfigured_tls((*tls.config).clone()),
+        None => builder,
+    };
+    #[cfg(not(feature = "tls"))]
+    let _ = connection;
     builder.build()
 }
 
@@ -172,6 +179,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "tls")]
     fn a_url_path_is_kept_as_given() {
         assert_eq!(
             url("https://gw.internal/nsq/lookupd/find", Endpoint::Lookup),
@@ -189,6 +197,15 @@ mod tests {
             url("http://lookupd:4161/lookup?topic=old", Endpoint::Lookup),
             "http://lookupd:4161/lookup"
         );
+    }
+
+    #[test]
+    #[cfg(not(feature = "tls"))]
+    fn https_without_the_tls_feature_is_a_typed_error() {
+        assert!(matches!(
+            endpoint_url("https://lookupd:4161", Endpoint::Lookup),
+            Err(LookupdError::Address { why, .. }) if why.contains("`tls` feature")
+        ));
     }
 
     #[test]

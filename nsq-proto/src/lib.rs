@@ -50,7 +50,6 @@ pub mod json_depth;
 pub mod lookup;
 pub mod message;
 pub mod names;
-#[cfg(any(feature = "tls", feature = "snappy", feature = "deflate"))]
 pub mod stream;
 
 pub use codec::{ClientCodec, Limits, Magic, ServerCodec, MAGIC_V1, MAGIC_V2};

@@ -24,6 +24,12 @@ pub mod tls;
 
 pub use nsq_peer_rule::{in_ci, peer_or_skip, present_or_skip};
 
+/// The Rust code blocks of the workspace's README.md, compiled (and those with a `main`,
+/// run) as this crate's doctests, so that the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;

@@ -1068,6 +1068,14 @@ async fn dpub_timing(b: Broker) -> Log {
     };
     let published = Instant::now();
     publish_all(&b, dpub, &mut log).await;
+    // nsqd's topic hands a message to its channels on its own goroutine, after the OK: wait
+    // for the channel to hold it, deferred, before reading the figures.
+    let deferred = eventually(|| async {
+        let stats = b.stats().await.expect("stats");
+        stats.channel("t", "c").is_some_and(|c| c.deferred_count == 1)
+    })
+    .await;
+    log.push(format!("deferred in the channel: {deferred}"));
     log.extend(stats_of(&b, "t").await);
     log.push(render_msg(&message(&mut c).await));
     log.push(within("DPUB 400ms", published.elapsed(), ms(400), ms(1500)));
@@ -2019,6 +2027,7 @@ const DPUB: &[&str] = &[
     "PUB: OK",
     "scanned: MSG attempts=2 warm-up",
     "DPUB: OK",
+    "deferred in the channel: true",
     "topic t depth=0 messages=2 bytes=15 paused=false",
     "  channel c depth=0 in_flight=0 deferred=1 messages=2 requeued=1 timed_out=0 clients=1 paused=false",
     "    client conformance state=3 ready=1 in_flight=0 messages=2 finished=1 requeued=1 authed=false",

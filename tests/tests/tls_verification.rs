@@ -1,14 +1,15 @@
-//! TLS to nsqd verifies the server by default: a certificate from a CA the client does not
-//! trust, or for another name, is refused with a typed, permanent error, against
-//! nsq-server-lite and real nsqd 1.3.0 (skipped without `NSQD_BIN` unless `CI` is set); the
-//! right CA and name connect. A broker requiring client certificates refuses a client
-//! without one.
+//! TLS to nsqd, configured from PEM files with `TlsConfig::builder`, verifies the server by
+//! default: a certificate from a CA the client does not trust (the system's roots included),
+//! or for another name, is refused with a typed, permanent error, against nsq-server-lite and
+//! real nsqd 1.3.0 (skipped without `NSQD_BIN` unless `CI` is set); the right CA file and
+//! name connect. The loudly named opt-out connects to anything. A broker requiring client
+//! certificates refuses a client without one and accepts the certificate and key files.
 
 use std::time::Duration;
 
 use nsq_client::{
     Channel, ConnectError, ConnectedError, ConnectionConfig, Consumer, ConsumerConfig,
-    ConsumerFailure, TlsConfig, Topic,
+    ConsumerFailure, TlsConfig, TlsConfigError, Topic,
 };
 use nsq_tests::broker::{Broker, BrokerKind, BrokerOpts, BrokerTls};
 use nsq_tests::tls::{TestCerts, SERVER_NAME};
@@ -53,31 +54,59 @@ async fn verification(kind: BrokerKind) {
     let broker = Broker::start(kind, &opts).await.unwrap();
 
     let stranger = TestCerts::generate();
-    let c = consumer(
-        &broker,
-        TlsConfig::new(stranger.client_config()).server_name(SERVER_NAME),
-    );
+    let c = consumer(&broker, from_files(&stranger, SERVER_NAME));
     let e = refusal(&c, &format!("{what}: an untrusted CA")).await;
     assert!(matches!(*e, ConnectError::Tls { .. }), "{what}: {e:?}");
     assert!(e.is_permanent());
     c.stop().await;
 
-    let c = consumer(
-        &broker,
-        TlsConfig::new(certs.client_config()).server_name("not-the-server.example"),
-    );
+    // No CA file: the system's roots, which do not hold the test CA.
+    match TlsConfig::builder().server_name(SERVER_NAME).build() {
+        Ok(system) => {
+            let c = consumer(&broker, system);
+            let e = refusal(&c, &format!("{what}: the system's roots")).await;
+            assert!(matches!(*e, ConnectError::Tls { .. }), "{what}: {e:?}");
+            c.stop().await;
+        }
+        Err(TlsConfigError::NoSystemRoots { details }) => {
+            eprintln!("{what}: no system roots here ({details}); that refusal is the builder's");
+        }
+        Err(other) => panic!("{what}: system roots: {other}"),
+    }
+
+    let c = consumer(&broker, from_files(&certs, "not-the-server.example"));
     let e = refusal(&c, &format!("{what}: a wrong name")).await;
     assert!(matches!(*e, ConnectError::Tls { .. }), "{what}: {e:?}");
     c.stop().await;
 
-    let c = consumer(
-        &broker,
-        TlsConfig::new(certs.client_config()).server_name(SERVER_NAME),
-    );
+    let c = consumer(&broker, from_files(&certs, SERVER_NAME));
     c.connected(WAIT)
         .await
         .unwrap_or_else(|e| panic!("{what}: the right CA and name: {e}"));
     c.stop().await;
+
+    // The opt-out: an untrusted CA and a wrong name, accepted.
+    let insecure = TlsConfig::builder()
+        .ca_file(&stranger.ca_cert)
+        .server_name("not-the-server.example")
+        .danger_accept_invalid_certs()
+        .build()
+        .unwrap();
+    assert!(!insecure.verifies_certificates());
+    let c = consumer(&broker, insecure);
+    c.connected(WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: with verification off: {e}"));
+    c.stop().await;
+}
+
+/// TLS trusting `certs`' CA file, verifying `name`.
+fn from_files(certs: &TestCerts, name: &str) -> TlsConfig {
+    TlsConfig::builder()
+        .ca_file(&certs.ca_cert)
+        .server_name(name)
+        .build()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,18 +132,18 @@ async fn client_certificates(kind: BrokerKind) {
         ..BrokerOpts::default()
     };
     let broker = Broker::start(kind, &opts).await.unwrap();
-    let without = consumer(
-        &broker,
-        TlsConfig::new(certs.client_config()).server_name(SERVER_NAME),
-    );
+    let without = consumer(&broker, from_files(&certs, SERVER_NAME));
     let e = refusal(&without, &format!("{what}: no client certificate")).await;
     assert!(matches!(*e, ConnectError::Tls { .. }), "{what}: {e:?}");
     without.stop().await;
 
-    let with = consumer(
-        &broker,
-        TlsConfig::new(certs.client_config_with_cert()).server_name(SERVER_NAME),
-    );
+    let with_cert = TlsConfig::builder()
+        .ca_file(&certs.ca_cert)
+        .client_cert_files(&certs.client_cert, &certs.client_key)
+        .server_name(SERVER_NAME)
+        .build()
+        .unwrap();
+    let with = consumer(&broker, with_cert);
     with.connected(WAIT)
         .await
         .unwrap_or_else(|e| panic!("{what}: with the client certificate: {e}"));

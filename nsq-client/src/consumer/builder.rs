@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+#[cfg(feature = "lookupd")]
 use nsq_proto::lookup::Producer as ListedNsqd;
 use nsq_proto::{Channel, Topic};
 
@@ -78,6 +79,7 @@ impl ConsumerBuilder {
     /// # drop(b);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[cfg(feature = "lookupd")]
     pub fn lookupd(mut self, addr: impl Into<String>) -> Self {
         self.lookupd.push(addr.into());
         self
@@ -129,6 +131,7 @@ impl ConsumerBuilder {
     /// # drop(b);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[cfg(feature = "lookupd")]
     pub fn discovery_filter(
         mut self,
         filter: impl Fn(&ListedNsqd) -> Option<String> + Send + Sync + 'static,
@@ -158,10 +161,41 @@ impl ConsumerBuilder {
                 "a consumer needs at least one nsqd or nsqlookupd address",
             ));
         }
+        #[cfg(feature = "lookupd")]
         for lookupd in &self.lookupd {
             crate::lookupd::endpoint_url(lookupd, crate::lookupd::Endpoint::Lookup)
                 .map_err(ConfigError::caused_by)?;
         }
+        #[cfg(not(feature = "lookupd"))]
+        if !self.lookupd.is_empty() {
+            return Err(ConfigError::new(
+                "nsqlookupd discovery needs nsq-client's `lookupd` feature",
+            ));
+        }
         Ok(Consumer::from_builder(self))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookupd_addresses_need_the_lookupd_feature() {
+        let result = Consumer::new(
+            Topic::new("t").unwrap(),
+            Channel::new("c").unwrap(),
+            ConsumerConfig::default(),
+            vec![],
+            vec!["127.0.0.1:4161".into()],
+        );
+        if cfg!(feature = "lookupd") {
+            assert!(result.is_ok());
+        } else {
+            let Err(err) = result else {
+                panic!("lookupd addresses accepted without the feature");
+            };
+            assert!(err.to_string().contains("`lookupd` feature"), "{err}");
+        }
     }
 }

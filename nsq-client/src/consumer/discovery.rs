@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use nsq_proto::lookup::Producer as ListedNsqd;
+#[cfg(feature = "lookupd")]
 use nsq_proto::Topic;
 
 use crate::error::LookupdError;
@@ -14,6 +15,7 @@ type FilterFn = dyn Fn(&ListedNsqd) -> Option<String> + Send + Sync;
 
 /// The user's discovery hook.
 #[derive(Clone)]
+#[cfg_attr(not(feature = "lookupd"), allow(dead_code))]
 pub(crate) struct DiscoveryFilter(pub(crate) Arc<FilterFn>);
 
 impl std::fmt::Debug for DiscoveryFilter {
@@ -34,6 +36,7 @@ pub(crate) struct Discovery {
 }
 
 /// Asks every lookupd in `lookupds` for `topic`'s nsqd, all at once.
+#[cfg(feature = "lookupd")]
 pub(crate) async fn discover(
     http: reqwest::Client,
     lookupds: Vec<String>,
@@ -62,6 +65,7 @@ pub(crate) async fn discover(
 }
 
 /// The address to connect to for a listed nsqd.
+#[cfg(feature = "lookupd")]
 fn address_of(producer: &ListedNsqd, filter: Option<&DiscoveryFilter>) -> Option<String> {
     match filter {
         Some(DiscoveryFilter(filter)) => filter(producer),
@@ -69,7 +73,7 @@ fn address_of(producer: &ListedNsqd, filter: Option<&DiscoveryFilter>) -> Option
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "lookupd"))]
 mod tests {
     use super::*;
 

@@ -580,6 +580,7 @@ impl ConsumerHandle {
     /// # Ok(())
     /// # }
     /// ```
+    #[cfg(feature = "lookupd")]
     pub fn add_lookupd(&self, addr: impl Into<String>) -> Result<(), ConfigError> {
         let addr = addr.into();
         crate::lookupd::endpoint_url(&addr, crate::lookupd::Endpoint::Lookup)
@@ -596,6 +597,7 @@ impl ConsumerHandle {
     /// handle.remove_lookupd("10.0.0.9:4161");
     /// # }
     /// ```
+    #[cfg(feature = "lookupd")]
     pub fn remove_lookupd(&self, addr: impl Into<String>) {
         let _ = self
             .shared

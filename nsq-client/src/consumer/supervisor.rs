@@ -16,7 +16,9 @@ use tracing::Instrument;
 use crate::conn;
 use crate::consumer::config::{BackoffStrategy, ConsumerConfig};
 use crate::consumer::connection::{ConnCommand, ConnEvent, Ended, NsqdConnection};
-use crate::consumer::discovery::{discover, Discovery, DiscoveryFilter};
+#[cfg(feature = "lookupd")]
+use crate::consumer::discovery::discover;
+use crate::consumer::discovery::{Discovery, DiscoveryFilter};
 use crate::consumer::events::{ConsumerEvent, ConsumerFailure, Health};
 use crate::consumer::message::Message;
 use crate::consumer::rdy::{ConnId, Outcome, Rdy, SendRdy};
@@ -28,7 +30,9 @@ pub(crate) enum Control {
     SetMaxInFlight(u32),
     ConnectNsqd(String),
     DisconnectNsqd(String),
+    #[cfg(feature = "lookupd")]
     AddLookupd(String),
+    #[cfg(feature = "lookupd")]
     RemoveLookupd(String),
 }
 
@@ -63,6 +67,7 @@ pub(crate) struct Supervisor {
     /// nsqd given directly (reconnected with backoff).
     nsqd: Vec<String>,
     lookupd: Vec<String>,
+    #[cfg_attr(not(feature = "lookupd"), allow(dead_code))]
     filter: Option<DiscoveryFilter>,
     /// Addresses disconnected by the user: not connected again, even when lookupd lists them.
     excluded: HashSet<String>,
@@ -82,6 +87,7 @@ pub(crate) struct Supervisor {
     tasks: TaskTracker,
     /// The HTTP client for nsqlookupd, made by the first query: a consumer of nsqd given
     /// directly never pays for it (building one loads the system's TLS roots).
+    #[cfg(feature = "lookupd")]
     http: Option<reqwest::Client>,
     /// Addresses waiting to reconnect: failures in a row and when to try again.
     retry: HashMap<String, (u32, Instant)>,
@@ -118,6 +124,7 @@ impl Supervisor {
             events: parts.events,
             stop: parts.stop,
             tasks: parts.tasks,
+            #[cfg(feature = "lookupd")]
             http: None,
             retry: HashMap::new(),
             next_poll: None,
@@ -348,12 +355,14 @@ impl Supervisor {
                 self.excluded.insert(addr.clone());
                 self.close(&addr);
             }
+            #[cfg(feature = "lookupd")]
             Control::AddLookupd(lookupd) => {
                 if !self.lookupd.contains(&lookupd) {
                     self.lookupd.push(lookupd);
                 }
                 self.next_poll = Some(now);
             }
+            #[cfg(feature = "lookupd")]
             Control::RemoveLookupd(lookupd) => {
                 self.lookupd.retain(|l| *l != lookupd);
                 if self.lookupd.is_empty() {
@@ -433,12 +442,18 @@ impl Supervisor {
         self.tasks.spawn(task.run().instrument(span));
     }
 
-    /// Starts a round of lookupd queries beside the loop.
+    /// Starts a round of lookupd queries beside the loop. (Without the `lookupd` feature
+    /// there is never a lookupd to ask: the builder has no way to name one.)
     fn poll_lookupd(&mut self) {
         self.next_poll = None;
-        if self.lookupd.is_empty() {
-            return;
+        #[cfg(feature = "lookupd")]
+        if !self.lookupd.is_empty() {
+            self.start_discovery();
         }
+    }
+
+    #[cfg(feature = "lookupd")]
+    fn start_discovery(&mut self) {
         let Some(http) = self.http_client() else {
             return;
         };
@@ -453,11 +468,12 @@ impl Supervisor {
 
     /// The HTTP client for nsqlookupd, made now if this is the first query. `None` when it
     /// cannot be made (logged); a later poll tries again.
+    #[cfg(feature = "lookupd")]
     fn http_client(&mut self) -> Option<reqwest::Client> {
         if self.http.is_none() {
             match crate::lookupd::http_client(
                 self.config.lookupd_poll_timeout,
-                self.config.connection.tls.as_ref(),
+                &self.config.connection,
             ) {
                 Ok(http) => self.http = Some(http),
                 Err(err) => tracing::error!(%err, "cannot build the HTTP client for nsqlookupd"),

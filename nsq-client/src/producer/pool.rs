@@ -210,6 +210,7 @@ impl ProducerPool {
     ///
     /// [`ConfigError`] when no lookupd is given, a setting is out of range, or no lookupd
     /// answered the first time.
+    #[cfg(feature = "lookupd")]
     pub async fn with_lookupd(
         lookupd_http: impl IntoIterator<Item = impl Into<String>>,
         config: ProducerConfig,
@@ -225,11 +226,8 @@ impl ProducerPool {
         if poll_interval.is_zero() {
             return Err(ConfigError::new("poll_interval must be above zero"));
         }
-        let http = crate::lookupd::http_client(
-            config.lookupd_poll_timeout,
-            config.connection.tls.as_ref(),
-        )
-        .map_err(ConfigError::caused_by)?;
+        let http = crate::lookupd::http_client(config.lookupd_poll_timeout, &config.connection)
+            .map_err(ConfigError::caused_by)?;
         let pool = Self::empty(config, strategy)?;
 
         let first = discover(&http, &lookupds).await;
@@ -575,6 +573,7 @@ impl ProducerPool {
 }
 
 /// The union of every lookupd's `/nodes`, as `host:port` TCP addresses, in a stable order.
+#[cfg(feature = "lookupd")]
 async fn discover(http: &reqwest::Client, lookupds: &[String]) -> Vec<String> {
     let mut found = std::collections::BTreeSet::new();
     for lookupd in lookupds {
