@@ -169,8 +169,12 @@ async fn rotate_interval_opens_a_new_file_as_time_passes() {
             files[1].ends_with(&format!("-000001.{}.log", year())),
             "{kind:?}: {files:?}"
         );
+        // The first file was rotated away before the late ones were published.
         let first_file = read_lines(&out.path().join(&files[0]));
-        assert_eq!(sorted(first_file), sorted(first.clone()), "{kind:?}");
+        assert!(
+            first_file.iter().all(|l| l.starts_with("early")),
+            "{kind:?}: {first_file:?}"
+        );
         let all: Vec<String> = first.into_iter().chain(second).collect();
         assert_eq!(sorted(out.lines()), sorted(all), "{kind:?}");
     })
