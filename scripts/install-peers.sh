@@ -7,7 +7,8 @@
 #   eval "$(scripts/install-peers.sh)"             # both at once (progress goes to stderr)
 #
 # Peers (all pinned by files under tests/peers/):
-#   go      nsqd + nsqlookupd, nsq's bench_writer and bench_reader, and the go-nsq programs in
+#   go      nsqd + nsqlookupd, nsq's bench_writer and bench_reader, nsq's command-line tools
+#           nsq_tail, to_nsq, nsq_to_file and nsq_stat (for nsq-tools' interop tests), and the go-nsq programs in
 #           tests/peers/go/cmd (nsq-peer for the interop tests, nsq-bench-client for
 #           nsq-client-bench), built from tests/peers/go (go.mod pins github.com/nsqio/nsq and
 #           go-nsq, go.sum pins everything else)                -> <cache>/bin/
@@ -26,7 +27,8 @@
 # (nsqd/nsqlookupd `--version` must report the pinned version; every other program must run, so
 # a cache from before a program was added fails it and is rebuilt). Any failure exits non-zero.
 # Writes <cache>/env.sh, which exports NSQ_PEERS_DIR, NSQD_BIN, NSQLOOKUPD_BIN, NSQ_GO_PEER,
-# NSQ_GO_BENCH, NSQ_BENCH_WRITER, NSQ_BENCH_READER, NSQ_PYTHON, NSQ_NODE_PATH/NODE_PATH,
+# NSQ_GO_BENCH, NSQ_BENCH_WRITER, NSQ_BENCH_READER, NSQ_GO_TAIL, NSQ_GO_TO_NSQ, NSQ_GO_TO_FILE,
+# NSQ_GO_STAT (nsq's nsq_tail, to_nsq, nsq_to_file, nsq_stat), NSQ_PYTHON, NSQ_NODE_PATH/NODE_PATH,
 # NSQ_TOKIO_NSQ_BENCH, and puts <cache>/bin and <cache>/venv/bin first on PATH (so `nsqd` and
 # `python3` are the peers').
 # Add a peer: write install_<name> and verify_<name>, add it to ALL_PEERS and to write_env.
@@ -77,6 +79,15 @@ verify_go() {
             return 1
         }
     done
+    # nsq's tools that have -version must report the pinned version.
+    for app in nsq_tail nsq_to_file nsq_stat; do
+        [ -x "$CACHE/bin/$app" ] || return 1
+        out=$("$CACHE/bin/$app" -version 2>&1) || return 1
+        [[ $out == "$app $NSQ_VERSION"* ]] || {
+            log "$CACHE/bin/$app reports '$out', want $NSQ_VERSION"
+            return 1
+        }
+    done
     # The go-nsq programs have no --version; a usage error (exit 2) shows that they run.
     for app in nsq-peer nsq-bench-client; do
         [ -x "$CACHE/bin/$app" ] || return 1
@@ -89,7 +100,7 @@ verify_go() {
     # bench_writer and bench_reader have no usage check either; --help exits 0 (flag.ErrHelp)
     # with the usage, which must list a flag of that program's own.
     local usage flag
-    for app in bench_writer:-batch-size bench_reader:-rdy; do
+    for app in bench_writer:-batch-size bench_reader:-rdy to_nsq:-producer-opt; do
         flag=${app#*:}
         app=${app%%:*}
         [ -x "$CACHE/bin/$app" ] || return 1
@@ -123,13 +134,19 @@ install_go() {
         env -C "$GO_DIR" GOTOOLCHAIN=local GOBIN="$tmp" \
         go install -mod=readonly -trimpath -buildvcs=false \
         github.com/nsqio/nsq/bench/bench_writer github.com/nsqio/nsq/bench/bench_reader
+    timed "go: build nsq_tail, to_nsq, nsq_to_file, nsq_stat (nsq $NSQ_VERSION)" \
+        env -C "$GO_DIR" GOTOOLCHAIN=local GOBIN="$tmp" \
+        go install -mod=readonly -trimpath -buildvcs=false \
+        github.com/nsqio/nsq/apps/nsq_tail github.com/nsqio/nsq/apps/to_nsq \
+        github.com/nsqio/nsq/apps/nsq_to_file github.com/nsqio/nsq/apps/nsq_stat
     timed "go: build nsq-peer, nsq-bench-client (go-nsq $(sed -nE 's/^[[:space:]]*github\.com\/nsqio\/go-nsq[[:space:]]+(v[^[:space:]]+).*/\1/p' "$GO_DIR/go.mod"))" \
         env -C "$GO_DIR" GOTOOLCHAIN=local GOBIN="$tmp" \
         go install -mod=readonly -trimpath -buildvcs=false ./cmd/nsq-peer ./cmd/nsq-bench-client
     mv -f "$tmp/nsqd" "$tmp/nsqlookupd" "$tmp/bench_writer" "$tmp/bench_reader" "$tmp/nsq-peer" \
-        "$tmp/nsq-bench-client" "$CACHE/bin/"
+        "$tmp/nsq-bench-client" "$tmp/nsq_tail" "$tmp/to_nsq" "$tmp/nsq_to_file" "$tmp/nsq_stat" \
+        "$CACHE/bin/"
     rmdir "$tmp"
-    verify_go || die "freshly built nsqd/nsqlookupd/bench_writer/bench_reader/nsq-peer/nsq-bench-client do not verify (see above)"
+    verify_go || die "freshly built nsqd/nsqlookupd/bench_writer/bench_reader/nsq_tail/to_nsq/nsq_to_file/nsq_stat/nsq-peer/nsq-bench-client do not verify (see above)"
     stamp_set go "$key"
 }
 
@@ -242,6 +259,10 @@ write_env() {
             printf 'export NSQ_GO_BENCH=%q\n' "$CACHE/bin/nsq-bench-client"
             printf 'export NSQ_BENCH_WRITER=%q\n' "$CACHE/bin/bench_writer"
             printf 'export NSQ_BENCH_READER=%q\n' "$CACHE/bin/bench_reader"
+            printf 'export NSQ_GO_TAIL=%q\n' "$CACHE/bin/nsq_tail"
+            printf 'export NSQ_GO_TO_NSQ=%q\n' "$CACHE/bin/to_nsq"
+            printf 'export NSQ_GO_TO_FILE=%q\n' "$CACHE/bin/nsq_to_file"
+            printf 'export NSQ_GO_STAT=%q\n' "$CACHE/bin/nsq_stat"
             printf 'case ":$PATH:" in *:%q:*) ;; *) export PATH=%q:"$PATH" ;; esac\n' "$CACHE/bin" "$CACHE/bin"
         fi
         if verify_python; then
