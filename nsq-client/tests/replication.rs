@@ -67,7 +67,7 @@ async fn each_message_lands_on_two_distinct_nsqd() {
     let mut sent = HashSet::new();
     for i in 0..300 {
         let receipt = producer.publish(&topic, format!("m{i}")).await.unwrap();
-        let acked: HashSet<&String> = receipt.acked().iter().collect();
+        let acked: HashSet<&str> = receipt.acked().into_iter().collect();
         assert_eq!(acked.len(), 2, "two distinct nsqd: {receipt:?}");
         assert!(sent.insert(receipt.key()), "a fresh key per message");
     }
@@ -184,8 +184,7 @@ async fn the_stream_sees_each_replicated_message_once() {
         );
         msg.finish().unwrap();
     }
-    // The copies are recognised as the stream is read: keep reading until every copy is
-    // finished; none of them may come out.
+    // Keep reading until every copy is finished; none of them may come out.
     tokio::select! {
         () = drained(&all, "stream") => {}
         msg = consumer.next() => panic!("a copy reached the stream: {msg:?}"),

@@ -147,9 +147,9 @@ impl ConsumerBuilder {
     /// [`ReplicatedProducer`](crate::ReplicatedProducer) puts each message on several): the
     /// first copy reaches the stream or the handler; one arriving while it is there is held
     /// until it is answered; one arriving after it was finished is finished without reaching
-    /// the user. Stream and handler alike; copies are recognised as messages are taken (the
-    /// stream read, the handler run), so a stream left unread leaves them in flight. See
-    /// [`Dedup`] for the key and the window's bounds.
+    /// the user. Stream and handler alike: the connections decide on each copy as it
+    /// arrives, before it is queued for the user. See [`Dedup`] for the key and the window's
+    /// bounds.
     ///
     /// ```
     /// use nsq_client::{proto::{Channel, Topic}, Consumer, Dedup};

@@ -19,6 +19,7 @@ use crate::consumer::config::ConsumerConfig;
 use crate::consumer::message::{Ack, AckCommand, ConnLink, Message};
 use crate::consumer::rdy::{ConnId, Outcome};
 use crate::error::{ConnectError, DisconnectReason};
+use crate::replication::window::Window;
 
 /// What a connection tells the supervisor.
 pub(crate) enum ConnEvent {
@@ -56,6 +57,23 @@ const FRAMES_PER_TURN: usize = 1024;
 
 type Conn = Framed<Transport, ClientCodec>;
 
+/// The user's answers on their way to the connection. Those still queued when the
+/// connection ends never reach nsqd (which redelivers the messages), but they still resolve
+/// their de-duplication window entries: a held copy waiting on one is not left waiting.
+struct Answers {
+    rx: mpsc::UnboundedReceiver<AckCommand>,
+    window: Option<Arc<Window>>,
+}
+
+impl Drop for Answers {
+    fn drop(&mut self) {
+        self.rx.close();
+        while let Ok(cmd) = self.rx.try_recv() {
+            cmd.resolve(self.window.as_deref());
+        }
+    }
+}
+
 /// One nsqd connection of a consumer.
 pub(crate) struct NsqdConnection {
     pub(crate) id: ConnId,
@@ -66,6 +84,8 @@ pub(crate) struct NsqdConnection {
     pub(crate) events: mpsc::UnboundedSender<ConnEvent>,
     pub(crate) messages: mpsc::UnboundedSender<Vec<Message>>,
     pub(crate) commands: mpsc::UnboundedReceiver<ConnCommand>,
+    /// The consumer's de-duplication window, when it has one.
+    pub(crate) window: Option<Arc<Window>>,
 }
 
 impl NsqdConnection {
@@ -130,12 +150,17 @@ impl NsqdConnection {
 
     /// Runs the subscribed connection until it closes: `Ok` for a graceful close.
     async fn serve(&mut self, mut framed: Conn) -> Result<(), DisconnectReason> {
-        let (acks_tx, mut acks_rx) = mpsc::unbounded_channel::<AckCommand>();
+        let (acks_tx, acks_rx) = mpsc::unbounded_channel::<AckCommand>();
+        let mut acks_rx = Answers {
+            rx: acks_rx,
+            window: self.window.clone(),
+        };
         let link = Arc::new(ConnLink {
             nsqd: self.addr.clone(),
             acks: acks_tx,
             default_requeue_delay: self.config.default_requeue_delay,
             max_requeue_delay: self.config.max_requeue_delay,
+            window: self.window.clone(),
         });
         let writes = Writes {
             timeout: self.config.connection.write_timeout,
@@ -183,7 +208,7 @@ impl NsqdConnection {
                         }
                     }
                 },
-                n = acks_rx.recv_many(&mut acks, FRAMES_PER_TURN) => {
+                n = acks_rx.rx.recv_many(&mut acks, FRAMES_PER_TURN) => {
                     if n == 0 {
                         // Unreachable while `link` holds a sender; kept total.
                         continue;
@@ -254,8 +279,17 @@ impl NsqdConnection {
                         if closing {
                             // Arrived after CLS: dropping gives them straight back.
                             drop(batch);
-                        } else if let Err(mpsc::error::SendError(batch)) = self.messages.send(batch) {
-                            drop(batch);
+                        } else {
+                            // Copies of messages already seen are finished or held here, off
+                            // the user's task and under one lock for the whole read.
+                            if let Some(window) = &self.window {
+                                batch = window.admit(batch);
+                            }
+                            if !batch.is_empty() {
+                                if let Err(mpsc::error::SendError(batch)) = self.messages.send(batch) {
+                                    drop(batch);
+                                }
+                            }
                         }
                     }
                 }
@@ -275,7 +309,11 @@ impl NsqdConnection {
         let mut answered = 0;
         // The outcome of the current run and its length.
         let mut run: Option<(Outcome, u32)> = None;
-        for AckCommand { id, ack } in acks.drain(..) {
+        // The window first: the answers count for it even if writing them fails.
+        for cmd in acks.iter() {
+            cmd.resolve(self.window.as_deref());
+        }
+        for AckCommand { id, ack, .. } in acks.drain(..) {
             let (cmd, outcome) = match ack {
                 Ack::Finish => (Command::Fin(id), Some(Outcome::Finished)),
                 Ack::FinishDuplicate => (Command::Fin(id), Some(Outcome::Duplicate)),

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::consumer::message::Message;
 use crate::consumer::stats::Counters;
-use crate::replication::window::{Admitted, Window};
+use crate::replication::window::Window;
 
 /// The hook for messages past `max_attempts`.
 #[derive(Clone)]
@@ -30,8 +30,9 @@ pub(crate) struct DeliveryPolicy {
     pub(crate) max_attempts: u16,
     pub(crate) give_up: Option<GiveUp>,
     pub(crate) counters: Arc<Counters>,
-    /// De-duplication, when configured: before `max_attempts`, so that a duplicate of a
-    /// finished message is finished quietly rather than given up on.
+    /// De-duplication, when configured. Its connections decide on each copy before it is
+    /// queued here (so a duplicate of a finished message is finished quietly rather than
+    /// given up on); the inbox only lets its held copies go when the consumer stops.
     pub(crate) window: Option<Arc<Window>>,
 }
 
@@ -39,13 +40,6 @@ impl DeliveryPolicy {
     /// `Some(msg)` when it goes to the user; `None` when it was given up on: the hook saw it
     /// and it was finished (go-nsq: `LogFailedMessage`, then FIN).
     pub(crate) fn admit(&self, msg: Message) -> Option<Message> {
-        let msg = match &self.window {
-            None => msg,
-            Some(window) => match window.admit(msg) {
-                Admitted::Deliver(msg) => msg,
-                Admitted::Absorbed => return None,
-            },
-        };
         if self.max_attempts == 0 || msg.attempts() <= self.max_attempts {
             return Some(msg);
         }

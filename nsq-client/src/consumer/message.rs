@@ -1,14 +1,14 @@
 //! A delivered message and how it is answered.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use nsq_proto::MessageId;
 use tokio::sync::mpsc;
 
-use crate::replication::window::Claim;
+use crate::replication::window::{Key, Window};
 
 /// What a connection is asked to send for a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +28,22 @@ pub(crate) enum Ack {
 pub(crate) struct AckCommand {
     pub(crate) id: MessageId,
     pub(crate) ack: Ack,
+    /// Under de-duplication: the window entry the answer resolves. The connection resolves
+    /// it as it takes the answer (or, when it is gone, whoever finds the answer undelivered).
+    pub(crate) key: Option<Key>,
+}
+
+impl AckCommand {
+    /// Tells `window` what became of the copy this answers, if it answers for one.
+    pub(crate) fn resolve(&self, window: Option<&Window>) {
+        if let (Some(key), Some(window)) = (&self.key, window) {
+            match self.ack {
+                Ack::Finish | Ack::FinishDuplicate => window.resolve(key, true),
+                Ack::Requeue { .. } => window.resolve(key, false),
+                Ack::Touch => {}
+            }
+        }
+    }
 }
 
 /// What every message of one connection shares: where answers go and the requeue delays.
@@ -38,6 +54,8 @@ pub(crate) struct ConnLink {
     pub(crate) acks: mpsc::UnboundedSender<AckCommand>,
     pub(crate) default_requeue_delay: Duration,
     pub(crate) max_requeue_delay: Duration,
+    /// The consumer's de-duplication window, when it has one.
+    pub(crate) window: Option<Arc<Window>>,
 }
 
 /// Why a message could not be answered.
@@ -96,8 +114,8 @@ struct Delivery {
     link: Arc<ConnLink>,
     answered: AtomicBool,
     auto_response_disabled: AtomicBool,
-    /// Under de-duplication: the window entry this copy answers for.
-    claim: OnceLock<Claim>,
+    /// Under de-duplication: the key of the window entry this copy answers for.
+    key: Option<Key>,
 }
 
 impl Message {
@@ -108,30 +126,27 @@ impl Message {
                 link,
                 answered: AtomicBool::new(false),
                 auto_response_disabled: AtomicBool::new(false),
-                claim: OnceLock::new(),
+                key: None,
             }),
         }
     }
 
-    /// Shows the user `body` instead of what nsqd delivered (the body inside a replication
-    /// envelope). Only before the message is handed out, while this is its one handle.
-    pub(crate) fn replace_body(&mut self, body: Bytes) {
+    /// Shows the user the body without its first `header` bytes (a replication envelope).
+    /// Only before the message is handed out, while this is its one handle.
+    pub(crate) fn strip_header(&mut self, header: usize) {
         match Arc::get_mut(&mut self.delivery) {
-            Some(delivery) => delivery.inner.body = body,
+            Some(delivery) => bytes::Buf::advance(&mut delivery.inner.body, header),
             None => tracing::warn!(id = %self.id(), "a shared message keeps its envelope"),
         }
     }
 
-    /// Ties this copy's answer to its de-duplication window entry.
-    pub(crate) fn claim(&self, claim: Claim) {
-        if self.delivery.claim.set(claim).is_err() {
-            tracing::warn!(id = %self.id(), "a message claimed twice");
+    /// Ties this copy's answer to its de-duplication window entry. Only while this is its
+    /// one handle (the window decides before a message is handed out).
+    pub(crate) fn claim(&mut self, key: Key) {
+        match Arc::get_mut(&mut self.delivery) {
+            Some(delivery) => delivery.key = Some(key),
+            None => tracing::warn!(id = %self.id(), "a shared message cannot be claimed"),
         }
-    }
-
-    /// Whether this copy answers for a de-duplication window entry.
-    pub(crate) fn is_claimed(&self) -> bool {
-        self.delivery.claim.get().is_some()
     }
 
     /// Finishes a copy recognised as a duplicate (not counted as a success for backoff).
@@ -253,18 +268,18 @@ impl Message {
         if ack == Ack::Touch && self.delivery.answered.load(Ordering::Acquire) {
             return Err(AckError::AlreadyAnswered(id));
         }
-        if let Some(claim) = self.delivery.claim.get() {
-            match ack {
-                Ack::Finish | Ack::FinishDuplicate => claim.resolve(true),
-                Ack::Requeue { .. } => claim.resolve(false),
-                Ack::Touch => {}
-            }
-        }
-        self.delivery
-            .link
-            .acks
-            .send(AckCommand { id, ack })
-            .map_err(|_| AckError::ConnectionClosed(id))
+        let key = match ack {
+            Ack::Touch => None,
+            _ => self.delivery.key.clone(),
+        };
+        let link = &self.delivery.link;
+        link.acks.send(AckCommand { id, ack, key }).map_err(
+            |mpsc::error::SendError(undelivered)| {
+                // The connection is gone: its window entry is resolved here instead.
+                undelivered.resolve(link.window.as_deref());
+                AckError::ConnectionClosed(id)
+            },
+        )
     }
 
     /// The default requeue delay for this delivery: go-nsq's `min(delay × attempts, max)`.
@@ -363,17 +378,18 @@ impl std::fmt::Debug for Message {
 impl Drop for Delivery {
     fn drop(&mut self) {
         if !self.answered.swap(true, Ordering::AcqRel) {
-            if let Some(claim) = self.claim.get() {
-                claim.resolve(false);
-            }
             // Unanswered: requeue now rather than wait out nsqd's timeout. Not a failure.
-            let _ = self.link.acks.send(AckCommand {
+            let requeue = AckCommand {
                 id: self.inner.id,
                 ack: Ack::Requeue {
                     delay: Duration::ZERO,
                     backoff: false,
                 },
-            });
+                key: self.key.take(),
+            };
+            if let Err(mpsc::error::SendError(undelivered)) = self.link.acks.send(requeue) {
+                undelivered.resolve(self.link.window.as_deref());
+            }
         }
     }
 }
@@ -392,6 +408,16 @@ pub(crate) mod tests {
         id: u64,
         body: Bytes,
     ) -> (Message, mpsc::UnboundedReceiver<AckCommand>) {
+        message_in(None, attempts, id, body)
+    }
+
+    /// As [`message_with`], from a connection of a consumer with this window.
+    pub(crate) fn message_in(
+        window: Option<Arc<Window>>,
+        attempts: u16,
+        id: u64,
+        body: Bytes,
+    ) -> (Message, mpsc::UnboundedReceiver<AckCommand>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let inner = nsq_proto::Message {
             timestamp: 0,
@@ -404,6 +430,7 @@ pub(crate) mod tests {
             acks: tx,
             default_requeue_delay: Duration::from_secs(90),
             max_requeue_delay: Duration::from_secs(15 * 60),
+            window,
         };
         let msg = Message::new(inner, Arc::new(link));
         (msg, rx)

@@ -202,7 +202,7 @@ impl Consumer {
             max_attempts: b.config.max_attempts,
             give_up: b.give_up,
             counters: counters.clone(),
-            window,
+            window: window.clone(),
         };
         let max_in_flight = b.config.max_in_flight;
         let parts = SupervisorParts {
@@ -212,6 +212,7 @@ impl Consumer {
             nsqd: b.nsqd,
             lookupd: b.lookupd,
             filter: b.discovery_filter,
+            window,
             messages: messages_tx,
             control: control_rx,
             counters: counters.clone(),

@@ -23,6 +23,7 @@ use crate::consumer::events::{ConsumerEvent, ConsumerFailure, Health};
 use crate::consumer::message::Message;
 use crate::consumer::rdy::{ConnId, Outcome, Rdy, SendRdy};
 use crate::consumer::stats::{Counters, Snapshot};
+use crate::replication::window::Window;
 
 /// What a consumer's handles ask of its supervisor.
 #[derive(Debug)]
@@ -51,6 +52,7 @@ pub(crate) struct SupervisorParts {
     pub(crate) nsqd: Vec<String>,
     pub(crate) lookupd: Vec<String>,
     pub(crate) filter: Option<DiscoveryFilter>,
+    pub(crate) window: Option<Arc<Window>>,
     pub(crate) messages: mpsc::UnboundedSender<Vec<Message>>,
     pub(crate) control: mpsc::UnboundedReceiver<Control>,
     pub(crate) counters: Arc<Counters>,
@@ -69,6 +71,8 @@ pub(crate) struct Supervisor {
     lookupd: Vec<String>,
     #[cfg_attr(not(feature = "lookupd"), allow(dead_code))]
     filter: Option<DiscoveryFilter>,
+    /// The de-duplication window, handed to every connection.
+    window: Option<Arc<Window>>,
     /// Addresses disconnected by the user: not connected again, even when lookupd lists them.
     excluded: HashSet<String>,
     /// What the last lookupd answer listed.
@@ -111,6 +115,7 @@ impl Supervisor {
             nsqd: parts.nsqd,
             lookupd: parts.lookupd,
             filter: parts.filter,
+            window: parts.window,
             excluded: HashSet::new(),
             listed: BTreeSet::new(),
             conns: HashMap::new(),
@@ -437,6 +442,7 @@ impl Supervisor {
             events: self.conn_tx.clone(),
             messages: self.messages.clone(),
             commands: commands_rx,
+            window: self.window.clone(),
         };
         let span = tracing::info_span!("nsqd", %addr, conn = id);
         self.tasks.spawn(task.run().instrument(span));

@@ -60,6 +60,9 @@ struct PoolInner {
     messages_published: AtomicU64,
     publishes_failed: AtomicU64,
     failovers: AtomicU64,
+    /// How many nodes have a cooldown set (expired or not): while none has, a success has
+    /// nothing to clear and takes no lock.
+    marked_down: AtomicUsize,
 }
 
 impl Drop for PoolInner {
@@ -273,6 +276,7 @@ impl ProducerPool {
                 messages_published: AtomicU64::new(0),
                 publishes_failed: AtomicU64::new(0),
                 failovers: AtomicU64::new(0),
+                marked_down: AtomicUsize::new(0),
             }),
         })
     }
@@ -298,6 +302,8 @@ impl ProducerPool {
             };
             nodes.push((addr, node));
         }
+        let marked = nodes.iter().filter(|(_, n)| n.down_until.is_some()).count();
+        self.inner.marked_down.store(marked, Ordering::Relaxed);
         for (addr, node) in old {
             tracing::info!(%addr, "nsqd left the pool");
             let producer = node.producer;
@@ -344,9 +350,18 @@ impl ProducerPool {
     }
 
     pub(crate) fn mark(&self, addr: &str, failed: bool) {
+        if !failed && self.inner.marked_down.load(Ordering::Relaxed) == 0 {
+            return;
+        }
         let mut nodes = self.nodes();
         if let Some((_, node)) = nodes.iter_mut().find(|(a, _)| a == addr) {
+            let was_marked = node.down_until.is_some();
             node.down_until = failed.then(|| Instant::now() + self.inner.cooldown);
+            match (was_marked, failed) {
+                (false, true) => self.inner.marked_down.fetch_add(1, Ordering::Relaxed),
+                (true, false) => self.inner.marked_down.fetch_sub(1, Ordering::Relaxed),
+                _ => 0,
+            };
         }
     }
 

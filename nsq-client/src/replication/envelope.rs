@@ -112,6 +112,25 @@ pub fn envelope(key: MessageKey, body: &[u8]) -> Bytes {
     out.freeze()
 }
 
+/// The key of an enveloped message, or `None` when `wrapped` does not start with a
+/// version-1 envelope.
+///
+/// ```
+/// use nsq_client::replication::{envelope, key_of, MessageKey};
+/// let key = MessageKey::new(3, 4);
+/// assert_eq!(key_of(&envelope(key, b"hello")), Some(key));
+/// assert_eq!(key_of(b"hello"), None);
+/// ```
+pub fn key_of(wrapped: &[u8]) -> Option<MessageKey> {
+    let header = wrapped.get(..HEADER_LEN)?;
+    if header[..4] != MAGIC_V1 {
+        return None;
+    }
+    let mut key = [0; 16];
+    key.copy_from_slice(&header[4..]);
+    Some(MessageKey(key))
+}
+
 /// The key and the application's body of an enveloped message (the body is a view of
 /// `wrapped`, no copy), or `None` when `wrapped` does not start with a version-1 envelope.
 ///
@@ -119,12 +138,7 @@ pub fn envelope(key: MessageKey, body: &[u8]) -> Bytes {
 /// assert_eq!(nsq_client::replication::open(&bytes::Bytes::from_static(b"{\"plain\":1}")), None);
 /// ```
 pub fn open(wrapped: &Bytes) -> Option<(MessageKey, Bytes)> {
-    if wrapped.len() < HEADER_LEN || wrapped[..4] != MAGIC_V1 {
-        return None;
-    }
-    let mut key = [0; 16];
-    key.copy_from_slice(&wrapped[4..HEADER_LEN]);
-    Some((MessageKey(key), wrapped.slice(HEADER_LEN..)))
+    key_of(wrapped).map(|key| (key, wrapped.slice(HEADER_LEN..)))
 }
 
 #[cfg(test)]

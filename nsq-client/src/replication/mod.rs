@@ -47,6 +47,6 @@ pub mod envelope;
 mod producer;
 pub(crate) mod window;
 
-pub use envelope::{envelope, open, MessageKey};
+pub use envelope::{envelope, key_of, open, MessageKey};
 pub use producer::{Receipt, ReplicatedProducer, Replication, ReplicationError};
 pub use window::{Dedup, MAX_KEY_LEN};

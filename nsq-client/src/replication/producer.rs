@@ -2,11 +2,12 @@
 //! copies.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::Bytes;
-use futures::stream::{FuturesUnordered, StreamExt};
 use nsq_proto::Topic;
 
 use crate::error::{ConfigError, PublishError};
@@ -75,7 +76,7 @@ impl Default for Replication {
 #[derive(Debug)]
 pub struct Receipt {
     key: MessageKey,
-    acked: Vec<String>,
+    acked: Vec<Producer>,
     failed: Vec<(String, PublishError)>,
 }
 
@@ -98,8 +99,8 @@ impl Receipt {
     /// assert!(!receipt.acked().is_empty());
     /// # }
     /// ```
-    pub fn acked(&self) -> &[String] {
-        &self.acked
+    pub fn acked(&self) -> Vec<&str> {
+        self.acked.iter().map(Producer::addr).collect()
     }
 
     /// The copies that failed on the way (each then tried on another nsqd).
@@ -138,7 +139,7 @@ impl Receipt {
 pub struct ReplicationError {
     key: MessageKey,
     needed: usize,
-    acked: Vec<String>,
+    acked: Vec<Producer>,
     failed: Vec<(String, PublishError)>,
     body: Bytes,
 }
@@ -169,8 +170,8 @@ impl ReplicationError {
     /// println!("held by {:?}", err.acked());
     /// # }
     /// ```
-    pub fn acked(&self) -> &[String] {
-        &self.acked
+    pub fn acked(&self) -> Vec<&str> {
+        self.acked.iter().map(Producer::addr).collect()
     }
 
     /// Every copy that failed, and why.
@@ -295,13 +296,13 @@ impl ReplicatedProducer {
         let sequence = self.sequence.fetch_add(1, Ordering::Relaxed) + 1;
         let key = MessageKey::new(self.producer_id, sequence);
         let wrapped = envelope(key, &body);
+        let topic = topic.clone();
         let mut copies = Copies {
             pool: self.pool.clone(),
-            topic: topic.clone(),
-            wrapped,
+            start: move |producer: &Producer| producer.publish(&topic, wrapped.clone()),
             plan: self.pool.plan().into_iter(),
-            running: FuturesUnordered::new(),
-            acked: Vec::new(),
+            running: Vec::with_capacity(self.replication.copies),
+            acked: Vec::with_capacity(self.replication.copies),
             failed: Vec::new(),
             wanted: self.replication.copies,
             stopped: false,
@@ -331,24 +332,20 @@ impl ReplicatedProducer {
                     while made + copies.acked.len() < copies.wanted && copies.step().await {}
                 });
             }
-            let receipt = Receipt { key, acked, failed };
-            Ok(receipt)
+            Ok(Receipt { key, acked, failed })
         }
     }
 }
 
-type CopyFuture =
-    std::pin::Pin<Box<dyn Future<Output = (String, Result<(), PublishError>)> + Send>>;
-
-/// The copies of one message under way.
-struct Copies {
+/// The copies of one message under way: `F` is a copy's publish, as `start` makes it.
+struct Copies<S, F> {
     pool: ProducerPool,
-    topic: Topic,
-    wrapped: Bytes,
+    start: S,
     /// The nsqd not tried yet, in the order to try them.
     plan: std::vec::IntoIter<Producer>,
-    running: FuturesUnordered<CopyFuture>,
-    acked: Vec<String>,
+    /// The copies in flight (a few: polled in turn, no task of their own).
+    running: Vec<(Producer, Pin<Box<F>>)>,
+    acked: Vec<Producer>,
     failed: Vec<(String, PublishError)>,
     wanted: usize,
     /// Set by an error that another nsqd would answer the same way (a bad topic, a body
@@ -356,7 +353,11 @@ struct Copies {
     stopped: bool,
 }
 
-impl Copies {
+impl<S, F> Copies<S, F>
+where
+    S: Fn(&Producer) -> F,
+    F: Future<Output = Result<(), PublishError>>,
+{
     /// Starts a copy on the next nsqd of the plan; false when there is none.
     fn start_next(&mut self) -> bool {
         if self.stopped {
@@ -365,32 +366,45 @@ impl Copies {
         let Some(producer) = self.plan.next() else {
             return false;
         };
-        let addr = producer.addr().to_owned();
-        let publish = producer.publish(&self.topic, self.wrapped.clone());
-        self.running
-            .push(Box::pin(async move { (addr, publish.await) }));
+        let publish = Box::pin((self.start)(&producer));
+        self.running.push((producer, publish));
         true
     }
 
     /// Waits for the next copy's answer and records it, starting a replacement for a failed
     /// one. False when nothing is running any more.
     async fn step(&mut self) -> bool {
-        let Some((addr, result)) = self.running.next().await else {
+        let next = std::future::poll_fn(|cx| {
+            let done = self
+                .running
+                .iter_mut()
+                .enumerate()
+                .find_map(|(i, (_, copy))| match copy.as_mut().poll(cx) {
+                    Poll::Ready(result) => Some((i, result)),
+                    Poll::Pending => None,
+                });
+            match done {
+                Some((i, result)) => Poll::Ready(Some((self.running.swap_remove(i).0, result))),
+                None if self.running.is_empty() => Poll::Ready(None),
+                None => Poll::Pending,
+            }
+        });
+        let Some((producer, result)) = next.await else {
             return false;
         };
         match result {
             Ok(()) => {
-                self.pool.mark(&addr, false);
-                self.acked.push(addr);
+                self.pool.mark(producer.addr(), false);
+                self.acked.push(producer);
             }
             Err(err) => {
-                tracing::warn!(nsqd = %addr, error = %err, "a replicated copy failed");
+                tracing::warn!(nsqd = %producer.addr(), error = %err, "a replicated copy failed");
                 if err.fails_over() {
-                    self.pool.mark(&addr, true);
+                    self.pool.mark(producer.addr(), true);
                 } else {
                     self.stopped = true;
                 }
-                self.failed.push((addr, err));
+                self.failed.push((producer.addr().to_owned(), err));
                 self.start_next();
             }
         }

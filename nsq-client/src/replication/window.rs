@@ -20,7 +20,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -44,6 +43,9 @@ enum KeySource {
 
 /// De-duplication for a consumer ([`ConsumerBuilder::deduplicate`]): which key identifies
 /// a message, and how long and how many keys are remembered.
+///
+/// Windows of 1,024 keys or more are kept in 16 shards, each remembering its share of
+/// `max_entries`: "the oldest go first" holds within a shard.
 ///
 /// Memory: about 120 bytes per remembered key for envelope keys (a user key of `n` bytes adds
 /// two allocations of `n`), so the default 100,000 keys take about 12 MB. Size the window as
@@ -155,10 +157,90 @@ impl std::fmt::Debug for Dedup {
 }
 
 /// A key as remembered: the envelope's 16 bytes inline, or a copy of the user's key.
-#[derive(Clone, PartialEq, Eq, Hash)]
-enum Key {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Key {
     Envelope(MessageKey),
     User(Box<[u8]>),
+}
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        match self {
+            // One write: the hasher below takes it in two multiplications.
+            Key::Envelope(key) => state.write(key.as_bytes()),
+            Key::User(bytes) => {
+                state.write_u8(0xff);
+                state.write(bytes);
+            }
+        }
+    }
+}
+
+/// The window's hasher: a folded multiply with a random seed per window, much cheaper than
+/// SipHash for 16-byte keys. Keys are compared in full, so a collision costs time, never a
+/// wrong answer; the seed keeps a publisher from choosing keys that collide on purpose.
+#[derive(Clone)]
+struct KeyHasher {
+    seed: (u64, u64),
+}
+
+impl Default for KeyHasher {
+    fn default() -> Self {
+        Self {
+            seed: (fastrand::u64(..), fastrand::u64(..)),
+        }
+    }
+}
+
+impl std::hash::BuildHasher for KeyHasher {
+    type Hasher = FoldHasher;
+
+    fn build_hasher(&self) -> FoldHasher {
+        FoldHasher {
+            state: self.seed.0,
+            seed: self.seed.1,
+        }
+    }
+}
+
+/// The hasher of [`KeyHasher`].
+struct FoldHasher {
+    state: u64,
+    seed: u64,
+}
+
+/// The high and low halves of the full product, folded together.
+fn fold(a: u64, b: u64) -> u64 {
+    let full = u128::from(a) * u128::from(b);
+    (full as u64) ^ ((full >> 64) as u64)
+}
+
+impl std::hash::Hasher for FoldHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(16);
+        for chunk in &mut chunks {
+            let (lo, hi) = chunk.split_at(8);
+            let lo = u64::from_le_bytes(lo.try_into().unwrap_or_default());
+            let hi = u64::from_le_bytes(hi.try_into().unwrap_or_default());
+            self.state = fold(lo ^ self.state, hi ^ self.seed);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut tail = [0u8; 16];
+            tail[..rest.len()].copy_from_slice(rest);
+            let lo = u64::from_le_bytes(tail[..8].try_into().unwrap_or_default());
+            let hi = u64::from_le_bytes(tail[8..].try_into().unwrap_or_default());
+            self.state = fold(lo ^ self.state, hi ^ self.seed ^ rest.len() as u64);
+        }
+    }
+
+    fn write_u8(&mut self, byte: u8) {
+        self.state = fold(self.state ^ u64::from(byte), self.seed);
+    }
+
+    fn finish(&self) -> u64 {
+        fold(self.state, self.seed ^ 0x9e37_79b9_7f4a_7c15)
+    }
 }
 
 enum Entry {
@@ -168,25 +250,38 @@ enum Entry {
     Done { seen: Instant },
 }
 
-#[derive(Default)]
 struct State {
-    entries: HashMap<Key, Entry>,
+    entries: HashMap<Key, Entry, KeyHasher>,
     /// Done keys, oldest first, with the time each was last put here.
     order: VecDeque<(Key, Instant)>,
 }
 
-/// What the window decided for a delivered copy.
-pub(crate) enum Admitted {
-    /// Give it to the user.
-    Deliver(Message),
-    /// Taken care of here: finished as a duplicate, or held.
-    Absorbed,
+impl State {
+    /// Room for `entries` keys from the start (up to 65,536 a shard), so that a filling
+    /// window does not rehash as it grows.
+    fn with_capacity(entries: usize) -> Self {
+        let room = entries.min(1 << 16);
+        Self {
+            entries: HashMap::with_capacity_and_hasher(room, KeyHasher::default()),
+            order: VecDeque::with_capacity(room),
+        }
+    }
 }
 
-/// The window itself, shared by the consumer's inbox and the messages it handed out.
+/// Windows this large or larger are split into [`SHARDS`] shards, each with its own lock
+/// and its share of `max_entries`, so that the connections deciding on new copies and the
+/// user answering old ones seldom wait for each other. Smaller ones are one exact LRU.
+const SHARDED_FROM: usize = 1024;
+const SHARDS: usize = 16;
+
+/// The window itself, shared by the consumer's connections and the messages they handed out.
 pub(crate) struct Window {
     dedup: Dedup,
-    state: Mutex<State>,
+    shards: Box<[Mutex<State>]>,
+    /// Finished keys each shard remembers at most.
+    shard_entries: usize,
+    /// Picks a key's shard (its own seed, so that the shard says nothing of the bucket).
+    shard_of: KeyHasher,
     /// Where a held copy goes when it must reach the user after all: the consumer's own
     /// queue (weak, so the window does not keep the queue open after the connections end).
     requeue: mpsc::WeakUnboundedSender<Vec<Message>>,
@@ -201,107 +296,115 @@ impl std::fmt::Debug for Window {
     }
 }
 
-/// The link from a delivered copy back to its key, resolved by the copy's answer.
-pub(crate) struct Claim {
-    window: Arc<Window>,
-    key: Key,
-}
-
-impl std::fmt::Debug for Claim {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Claim")
-    }
-}
-
-impl Claim {
-    /// The copy was answered: `finished` when with FIN, else it was requeued or dropped.
-    pub(crate) fn resolve(&self, finished: bool) {
-        Window::resolve(&self.window, &self.key, finished);
-    }
-}
-
 impl Window {
     pub(crate) fn new(
         dedup: Dedup,
         requeue: mpsc::WeakUnboundedSender<Vec<Message>>,
         counters: Arc<Counters>,
     ) -> Arc<Self> {
+        let shards = if dedup.max_entries >= SHARDED_FROM {
+            SHARDS
+        } else {
+            1
+        };
         Arc::new(Self {
+            shard_entries: dedup.max_entries.div_ceil(shards),
+            shards: (0..shards)
+                .map(|_| Mutex::new(State::with_capacity(dedup.max_entries.div_ceil(shards))))
+                .collect(),
+            shard_of: KeyHasher::default(),
             dedup,
-            state: Mutex::new(State::default()),
             requeue,
             counters,
         })
     }
 
-    /// The key of `msg`, and the body the user should see when it is not the delivered one.
-    fn key_of(&self, msg: &Message) -> Option<(Key, Option<Bytes>)> {
+    /// The key of `msg`, and how many bytes of envelope to take off its body.
+    fn key_of(&self, msg: &Message) -> Option<(Key, usize)> {
         match &self.dedup.source {
             KeySource::Envelope => {
-                envelope::open(msg.body()).map(|(key, body)| (Key::Envelope(key), Some(body)))
+                envelope::key_of(msg.body()).map(|key| (Key::Envelope(key), envelope::HEADER_LEN))
             }
             KeySource::Extract(extract) => extract(msg.body())
                 .filter(|key| key.len() <= MAX_KEY_LEN)
-                .map(|key| (Key::User(key.into()), None)),
+                .map(|key| (Key::User(key.into()), 0)),
         }
     }
 
-    /// Decides what happens to a delivered copy.
-    pub(crate) fn admit(self: &Arc<Self>, mut msg: Message) -> Admitted {
-        if msg.is_claimed() {
-            // A held copy taking the place of one that failed: already decided.
-            return Admitted::Deliver(msg);
-        }
-        let Some((key, body)) = self.key_of(&msg) else {
-            self.counters.unkeyed.fetch_add(1, Ordering::Relaxed);
-            return Admitted::Deliver(msg);
-        };
-        if let Some(body) = body {
-            msg.replace_body(body);
-        }
+    /// Decides what happens to each copy one socket read brought: the copies to hand to the
+    /// user come back (claimed, and out of their envelope); the others are finished as
+    /// duplicates or held.
+    pub(crate) fn admit(&self, batch: Vec<Message>) -> Vec<Message> {
+        let mut deliver = Vec::with_capacity(batch.len());
+        let mut duplicates = Vec::new();
         let now = Instant::now();
-        let mut state = self.lock();
-        self.evict(&mut state, now);
-        match state.entries.get_mut(&key) {
-            None => {
-                state
-                    .entries
-                    .insert(key.clone(), Entry::Handling { held: Vec::new() });
-                drop(state);
-                msg.claim(Claim {
-                    window: self.clone(),
-                    key,
-                });
-                Admitted::Deliver(msg)
+        for mut msg in batch {
+            let Some((key, header)) = self.key_of(&msg) else {
+                self.counters.unkeyed.fetch_add(1, Ordering::Relaxed);
+                deliver.push(msg);
+                continue;
+            };
+            if header > 0 {
+                msg.strip_header(header);
             }
-            Some(Entry::Handling { held }) => {
-                held.push(msg);
-                self.counters
-                    .duplicates_held
-                    .fetch_add(1, Ordering::Relaxed);
-                Admitted::Absorbed
-            }
-            Some(Entry::Done { seen }) => {
-                *seen = now;
-                drop(state);
-                self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
-                if let Err(err) = msg.finish_duplicate() {
-                    tracing::debug!(%err, "finishing a duplicate");
+            {
+                let mut state = self.lock(&key);
+                self.evict(&mut state, now);
+                match state.entries.entry(key) {
+                    std::collections::hash_map::Entry::Vacant(vacant) => {
+                        msg.claim(vacant.key().clone());
+                        vacant.insert(Entry::Handling { held: Vec::new() });
+                        deliver.push(msg);
+                    }
+                    std::collections::hash_map::Entry::Occupied(mut occupied) => {
+                        match occupied.get_mut() {
+                            Entry::Handling { held } => {
+                                held.push(msg);
+                                self.counters
+                                    .duplicates_held
+                                    .fetch_add(1, Ordering::Relaxed);
+                            }
+                            Entry::Done { seen } => {
+                                *seen = now;
+                                duplicates.push(msg);
+                            }
+                        }
+                    }
                 }
-                Admitted::Absorbed
+            }
+        }
+        self.finish_duplicates(duplicates);
+        deliver
+    }
+
+    fn finish_duplicates(&self, duplicates: Vec<Message>) {
+        if duplicates.is_empty() {
+            return;
+        }
+        self.counters
+            .duplicates
+            .fetch_add(duplicates.len() as u64, Ordering::Relaxed);
+        for twin in duplicates {
+            if let Err(err) = twin.finish_duplicate() {
+                tracing::debug!(%err, "finishing a duplicate");
             }
         }
     }
 
-    fn resolve(self: &Arc<Self>, key: &Key, finished: bool) {
+    /// A claimed copy was answered: `finished` when with FIN, else it was requeued or
+    /// dropped.
+    pub(crate) fn resolve(&self, key: &Key, finished: bool) {
         let now = Instant::now();
-        let mut state = self.lock();
-        let Some(Entry::Handling { held }) = state.entries.get_mut(key) else {
+        let mut state = self.lock(key);
+        let Some(entry) = state.entries.get_mut(key) else {
             return;
         };
-        let mut held = std::mem::take(held);
+        let Entry::Handling { held: waiting } = entry else {
+            return;
+        };
+        let mut held = std::mem::take(waiting);
         let next = if finished {
-            state.entries.insert(key.clone(), Entry::Done { seen: now });
+            *entry = Entry::Done { seen: now };
             state.order.push_back((key.clone(), now));
             self.evict(&mut state, now);
             None
@@ -312,9 +415,7 @@ impl Window {
         } else {
             // Another copy takes the failed one's place; the rest stay held behind it.
             let next = held.remove(0);
-            if let Some(Entry::Handling { held: rest }) = state.entries.get_mut(key) {
-                *rest = std::mem::take(&mut held);
-            }
+            *waiting = std::mem::take(&mut held);
             Some(next)
         };
         drop(state);
@@ -322,19 +423,11 @@ impl Window {
             held.len() as u64 + u64::from(next.is_some()),
             Ordering::Relaxed,
         );
-        for twin in held {
-            self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
-            if let Err(err) = twin.finish_duplicate() {
-                tracing::debug!(%err, "finishing a held duplicate");
-            }
-        }
-        if let Some(next) = next {
-            next.claim(Claim {
-                window: self.clone(),
-                key: key.clone(),
-            });
-            // The consumer's queue: it goes through the same path as a new delivery, so
-            // max_attempts applies. With the consumer gone, dropping it requeues it.
+        self.finish_duplicates(held);
+        if let Some(mut next) = next {
+            next.claim(key.clone());
+            // The consumer's queue, as a new delivery (so max_attempts applies). With the
+            // consumer gone, dropping it requeues it.
             if let Some(queue) = self.requeue.upgrade() {
                 let _ = queue.send(vec![next]);
             }
@@ -346,7 +439,7 @@ impl Window {
     fn evict(&self, state: &mut State, now: Instant) {
         let cutoff = now.checked_sub(self.dedup.max_age);
         while let Some((key, put)) = state.order.front().cloned() {
-            let over = state.order.len() > self.dedup.max_entries;
+            let over = state.order.len() > self.shard_entries;
             let stale = cutoff.is_some_and(|cutoff| put <= cutoff);
             if !over && !stale {
                 break;
@@ -372,8 +465,10 @@ impl Window {
     /// consumer: the copies with the user are still answered as usual.
     pub(crate) fn release_held(&self) {
         let mut released = Vec::new();
-        {
-            let mut state = self.lock();
+        for shard in &self.shards {
+            let mut state = shard
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             for entry in state.entries.values_mut() {
                 if let Entry::Handling { held } = entry {
                     released.append(held);
@@ -386,18 +481,36 @@ impl Window {
         drop(released);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state
+    /// The shard of `key`, locked.
+    fn lock(&self, key: &Key) -> std::sync::MutexGuard<'_, State> {
+        use std::hash::BuildHasher;
+        let shard = match key {
+            _ if self.shards.len() == 1 => 0,
+            // Sequences count up: consecutive messages go to consecutive shards.
+            Key::Envelope(key) => (key.sequence() ^ key.producer()) as usize % self.shards.len(),
+            Key::User(_) => (self.shard_of.hash_one(key) >> 32) as usize % self.shards.len(),
+        };
+        self.shards[shard]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// How many keys the window holds, over every shard.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| shard.lock().map_or(0, |state| state.entries.len()))
+            .sum()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::consumer::message::tests::message_with;
+    use crate::consumer::message::tests::message_in;
     use crate::consumer::message::{Ack, AckCommand};
+    use bytes::Bytes;
 
     struct Setup {
         window: Arc<Window>,
@@ -406,162 +519,225 @@ mod tests {
         counters: Arc<Counters>,
     }
 
-    fn setup(dedup: Dedup) -> Setup {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let counters = Arc::new(Counters::default());
-        Setup {
-            window: Window::new(dedup, tx.downgrade(), counters.clone()),
-            queue: rx,
-            _queue_tx: tx,
-            counters,
+    type Answers = mpsc::UnboundedReceiver<AckCommand>;
+
+    impl Setup {
+        fn new(dedup: Dedup) -> Self {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let counters = Arc::new(Counters::default());
+            Self {
+                window: Window::new(dedup, tx.downgrade(), counters.clone()),
+                queue: rx,
+                _queue_tx: tx,
+                counters,
+            }
         }
-    }
 
-    /// A copy of message `seq` (nsqd ID `id`) in its envelope.
-    fn copy(seq: u64, id: u64) -> (Message, mpsc::UnboundedReceiver<AckCommand>) {
-        let body = envelope::envelope(MessageKey::new(1, seq), format!("m{seq}").as_bytes());
-        message_with(1, id, body)
-    }
-
-    fn delivered(admitted: Admitted) -> Message {
-        match admitted {
-            Admitted::Deliver(msg) => msg,
-            Admitted::Absorbed => panic!("absorbed, not delivered"),
+        /// A copy of message `seq` (nsqd ID `id`) in its envelope, from a connection of
+        /// this consumer.
+        fn copy(&self, seq: u64, id: u64) -> (Message, Answers) {
+            let body = envelope::envelope(MessageKey::new(1, seq), format!("m{seq}").as_bytes());
+            self.raw(id, body)
         }
-    }
 
-    fn absorbed(admitted: Admitted) {
-        assert!(
-            matches!(admitted, Admitted::Absorbed),
-            "delivered, not absorbed"
-        );
-    }
+        /// A message with this body, from a connection of this consumer.
+        fn raw(&self, id: u64, body: Bytes) -> (Message, Answers) {
+            message_in(Some(self.window.clone()), 1, id, body)
+        }
 
-    fn answer(acks: &mut mpsc::UnboundedReceiver<AckCommand>) -> Option<Ack> {
-        acks.try_recv().ok().map(|a| a.ack)
+        /// Admits `msg` alone; `Some` when it goes to the user.
+        fn admit(&self, msg: Message) -> Option<Message> {
+            let mut out = self.window.admit(vec![msg]);
+            assert!(out.len() <= 1);
+            out.pop()
+        }
+
+        fn delivered(&self, msg: Message) -> Message {
+            self.admit(msg).expect("delivered, not absorbed")
+        }
+
+        fn absorbed(&self, msg: Message) {
+            assert!(self.admit(msg).is_none(), "delivered, not absorbed");
+        }
+
+        /// The next answer sent for a message, taken as its connection takes it: resolving
+        /// the window entry it answers for.
+        fn answer(&self, acks: &mut Answers) -> Option<Ack> {
+            let cmd = acks.try_recv().ok()?;
+            cmd.resolve(Some(&self.window));
+            Some(cmd.ack)
+        }
     }
 
     #[tokio::test]
     async fn a_copy_after_a_finished_one_is_finished_without_reaching_the_user() {
-        let s = setup(Dedup::envelope());
-        let (first, mut first_acks) = copy(1, 10);
-        let first = delivered(s.window.admit(first));
+        let s = Setup::new(Dedup::envelope());
+        let (first, mut first_acks) = s.copy(1, 10);
+        let first = s.delivered(first);
         assert_eq!(
             &first.body()[..],
             b"m1",
             "the user sees the body without the envelope"
         );
         first.finish().unwrap();
-        assert_eq!(answer(&mut first_acks), Some(Ack::Finish));
+        assert_eq!(s.answer(&mut first_acks), Some(Ack::Finish));
 
-        let (twin, mut twin_acks) = copy(1, 20);
-        absorbed(s.window.admit(twin));
-        assert_eq!(answer(&mut twin_acks), Some(Ack::FinishDuplicate));
+        let (twin, mut twin_acks) = s.copy(1, 20);
+        s.absorbed(twin);
+        assert_eq!(s.answer(&mut twin_acks), Some(Ack::FinishDuplicate));
         assert_eq!(s.counters.duplicates.load(Ordering::Relaxed), 1);
 
-        let (other, _other_acks) = copy(2, 30);
-        let other = delivered(s.window.admit(other));
+        let (other, _other_acks) = s.copy(2, 30);
+        let other = s.delivered(other);
         assert_eq!(&other.body()[..], b"m2", "another key is another message");
         drop(other);
     }
 
     #[tokio::test]
+    async fn copies_in_one_batch_are_decided_in_order() {
+        let s = Setup::new(Dedup::envelope());
+        let (a, mut a_acks) = s.copy(1, 10);
+        let (b, mut b_acks) = s.copy(1, 20);
+        let (c, mut c_acks) = s.copy(2, 30);
+        let out = s.window.admit(vec![a, b, c]);
+        let ids: Vec<_> = out.iter().map(Message::id).collect();
+        assert_eq!(
+            ids,
+            [
+                nsq_proto::MessageId::from_u64(10),
+                nsq_proto::MessageId::from_u64(30)
+            ]
+        );
+        assert_eq!(s.answer(&mut b_acks), None, "the twin is held");
+        assert_eq!(s.counters.duplicates_held.load(Ordering::Relaxed), 1);
+        for msg in out {
+            msg.finish().unwrap();
+        }
+        assert_eq!(s.answer(&mut a_acks), Some(Ack::Finish));
+        assert_eq!(s.answer(&mut c_acks), Some(Ack::Finish));
+        assert_eq!(s.answer(&mut b_acks), Some(Ack::FinishDuplicate));
+    }
+
+    #[tokio::test]
     async fn a_twin_arriving_during_handling_is_held_then_finished_with_the_first() {
-        let s = setup(Dedup::envelope());
-        let (first, _first_acks) = copy(1, 10);
-        let first = delivered(s.window.admit(first));
-        let (twin, mut twin_acks) = copy(1, 20);
-        absorbed(s.window.admit(twin));
-        assert_eq!(answer(&mut twin_acks), None, "held, not answered");
+        let s = Setup::new(Dedup::envelope());
+        let (first, mut first_acks) = s.copy(1, 10);
+        let first = s.delivered(first);
+        let (twin, mut twin_acks) = s.copy(1, 20);
+        s.absorbed(twin);
+        assert_eq!(s.answer(&mut twin_acks), None, "held, not answered");
         assert_eq!(s.counters.duplicates_held.load(Ordering::Relaxed), 1);
         first.finish().unwrap();
-        assert_eq!(answer(&mut twin_acks), Some(Ack::FinishDuplicate));
+        assert_eq!(
+            s.answer(&mut twin_acks),
+            None,
+            "until the FIN reaches the connection"
+        );
+        assert_eq!(s.answer(&mut first_acks), Some(Ack::Finish));
+        assert_eq!(s.answer(&mut twin_acks), Some(Ack::FinishDuplicate));
         assert_eq!(s.counters.duplicates_held.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test]
     async fn a_held_twin_takes_the_place_of_a_first_copy_that_is_requeued_or_dropped() {
-        let mut s = setup(Dedup::envelope());
-        let (first, mut first_acks) = copy(1, 10);
-        let first = delivered(s.window.admit(first));
-        let (twin, mut twin_acks) = copy(1, 20);
-        absorbed(s.window.admit(twin));
-        let (third, mut third_acks) = copy(1, 30);
-        absorbed(s.window.admit(third));
+        let mut s = Setup::new(Dedup::envelope());
+        let (first, mut first_acks) = s.copy(1, 10);
+        let first = s.delivered(first);
+        let (twin, mut twin_acks) = s.copy(1, 20);
+        s.absorbed(twin);
+        let (third, mut third_acks) = s.copy(1, 30);
+        s.absorbed(third);
 
         first.requeue(None).unwrap();
-        assert!(matches!(answer(&mut first_acks), Some(Ack::Requeue { .. })));
-        assert_eq!(answer(&mut twin_acks), None);
-        let mut batch = s.queue.try_recv().expect("the twin goes to the user");
-        let twin = delivered(s.window.admit(batch.pop().unwrap()));
+        assert!(matches!(
+            s.answer(&mut first_acks),
+            Some(Ack::Requeue { .. })
+        ));
+        assert_eq!(s.answer(&mut twin_acks), None);
+        let twin = s
+            .queue
+            .try_recv()
+            .expect("the twin goes to the user")
+            .pop()
+            .unwrap();
         assert_eq!(twin.id(), nsq_proto::MessageId::from_u64(20));
         assert_eq!(&twin.body()[..], b"m1");
 
         drop(twin); // unanswered: requeued, and the third copy is next
-        assert!(matches!(answer(&mut twin_acks), Some(Ack::Requeue { .. })));
-        let mut batch = s.queue.try_recv().expect("the third copy goes to the user");
-        let third = delivered(s.window.admit(batch.pop().unwrap()));
+        assert!(matches!(
+            s.answer(&mut twin_acks),
+            Some(Ack::Requeue { .. })
+        ));
+        let third = s
+            .queue
+            .try_recv()
+            .expect("the third copy goes to the user")
+            .pop()
+            .unwrap();
         third.finish().unwrap();
-        assert_eq!(answer(&mut third_acks), Some(Ack::Finish));
+        assert_eq!(s.answer(&mut third_acks), Some(Ack::Finish));
 
         // The requeued first copy comes back: finished as a duplicate.
-        let (again, mut again_acks) = copy(1, 10);
-        absorbed(s.window.admit(again));
-        assert_eq!(answer(&mut again_acks), Some(Ack::FinishDuplicate));
+        let (again, mut again_acks) = s.copy(1, 10);
+        s.absorbed(again);
+        assert_eq!(s.answer(&mut again_acks), Some(Ack::FinishDuplicate));
     }
 
     #[tokio::test]
     async fn a_requeued_message_without_twins_is_new_again() {
-        let s = setup(Dedup::envelope());
-        let (first, _acks) = copy(1, 10);
-        delivered(s.window.admit(first)).requeue(None).unwrap();
-        let (back, _back_acks) = copy(1, 10);
-        delivered(s.window.admit(back)).finish().unwrap();
+        let s = Setup::new(Dedup::envelope());
+        let (first, mut acks) = s.copy(1, 10);
+        s.delivered(first).requeue(None).unwrap();
+        assert!(matches!(s.answer(&mut acks), Some(Ack::Requeue { .. })));
+        let (back, mut back_acks) = s.copy(1, 10);
+        s.delivered(back).finish().unwrap();
+        assert_eq!(s.answer(&mut back_acks), Some(Ack::Finish));
         assert_eq!(s.counters.duplicates.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test]
     async fn the_oldest_finished_keys_leave_first_when_the_window_is_full() {
-        let s = setup(Dedup::envelope().max_entries(2));
+        let s = Setup::new(Dedup::envelope().max_entries(2));
         for seq in 1..=3 {
-            let (m, _acks) = copy(seq, seq);
-            delivered(s.window.admit(m)).finish().unwrap();
+            let (m, mut acks) = s.copy(seq, seq);
+            s.delivered(m).finish().unwrap();
+            assert_eq!(s.answer(&mut acks), Some(Ack::Finish));
         }
-        assert_eq!(s.window.lock().entries.len(), 2);
-        let (late, _acks) = copy(1, 100);
-        let late = delivered(s.window.admit(late)); // key 1 was pushed out
-        drop(late);
-        let (recent, mut recent_acks) = copy(3, 101);
-        absorbed(s.window.admit(recent));
-        assert_eq!(answer(&mut recent_acks), Some(Ack::FinishDuplicate));
+        assert_eq!(s.window.len(), 2);
+        let (late, _acks) = s.copy(1, 100);
+        drop(s.delivered(late)); // key 1 was pushed out
+        let (recent, mut recent_acks) = s.copy(3, 101);
+        s.absorbed(recent);
+        assert_eq!(s.answer(&mut recent_acks), Some(Ack::FinishDuplicate));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_key_is_remembered_for_max_age_after_its_last_copy() {
-        let s = setup(Dedup::envelope().max_age(Duration::from_secs(60)));
-        let (m, _acks) = copy(1, 1);
-        delivered(s.window.admit(m)).finish().unwrap();
+        let s = Setup::new(Dedup::envelope().max_age(Duration::from_secs(60)));
+        let (m, mut acks) = s.copy(1, 1);
+        s.delivered(m).finish().unwrap();
+        assert_eq!(s.answer(&mut acks), Some(Ack::Finish));
 
         tokio::time::advance(Duration::from_secs(50)).await;
-        let (twin, mut acks) = copy(1, 2);
-        absorbed(s.window.admit(twin)); // seen again at 50 s: remembered until 110 s
-        assert_eq!(answer(&mut acks), Some(Ack::FinishDuplicate));
+        let (twin, mut acks) = s.copy(1, 2);
+        s.absorbed(twin); // seen again at 50 s: remembered until 110 s
+        assert_eq!(s.answer(&mut acks), Some(Ack::FinishDuplicate));
 
         tokio::time::advance(Duration::from_secs(50)).await; // 100 s
-        let (twin, mut acks) = copy(1, 3);
-        absorbed(s.window.admit(twin));
-        assert_eq!(answer(&mut acks), Some(Ack::FinishDuplicate));
+        let (twin, mut acks) = s.copy(1, 3);
+        s.absorbed(twin);
+        assert_eq!(s.answer(&mut acks), Some(Ack::FinishDuplicate));
 
         tokio::time::advance(Duration::from_secs(61)).await; // 161 s: 61 s after the last copy
-        let (late, _acks) = copy(1, 4);
-        drop(delivered(s.window.admit(late))); // forgotten: it reaches the user again
+        let (late, _acks) = s.copy(1, 4);
+        drop(s.delivered(late)); // forgotten: it reaches the user again
     }
 
     #[tokio::test]
     async fn messages_without_a_key_pass_untouched_and_are_counted() {
-        let s = setup(Dedup::envelope());
-        let (plain, _acks) = message_with(1, 1, Bytes::from_static(b"{\"plain\":true}"));
-        let plain = delivered(s.window.admit(plain));
+        let s = Setup::new(Dedup::envelope());
+        let (plain, _acks) = s.raw(1, Bytes::from_static(b"{\"plain\":true}"));
+        let plain = s.delivered(plain);
         assert_eq!(&plain.body()[..], b"{\"plain\":true}");
         assert_eq!(s.counters.unkeyed.load(Ordering::Relaxed), 1);
         drop(plain);
@@ -569,19 +745,21 @@ mod tests {
 
     #[tokio::test]
     async fn a_key_function_leaves_the_body_as_it_is() {
-        let s = setup(Dedup::key_from(|body| body.get(..4)));
-        let (a, _a) = message_with(1, 1, Bytes::from_static(b"id-1 first"));
-        let a = delivered(s.window.admit(a));
+        let s = Setup::new(Dedup::key_from(|body| body.get(..4)));
+        let (a, mut a_acks) = s.raw(1, Bytes::from_static(b"id-1 first"));
+        let a = s.delivered(a);
         assert_eq!(&a.body()[..], b"id-1 first");
         a.finish().unwrap();
-        let (b, mut b_acks) = message_with(1, 2, Bytes::from_static(b"id-1 again"));
-        absorbed(s.window.admit(b));
-        assert_eq!(answer(&mut b_acks), Some(Ack::FinishDuplicate));
-        let (long, _l) = message_with(1, 3, Bytes::from(vec![b'k'; 100]));
-        let s2 = setup(Dedup::key_from(|body| Some(body)));
-        drop(delivered(s2.window.admit(long)));
+        assert_eq!(s.answer(&mut a_acks), Some(Ack::Finish));
+        let (b, mut b_acks) = s.raw(2, Bytes::from_static(b"id-1 again"));
+        s.absorbed(b);
+        assert_eq!(s.answer(&mut b_acks), Some(Ack::FinishDuplicate));
+
+        let whole = Setup::new(Dedup::key_from(|body| Some(body)));
+        let (long, _l) = whole.raw(3, Bytes::from(vec![b'k'; 100]));
+        drop(whole.delivered(long));
         assert_eq!(
-            s2.counters.unkeyed.load(Ordering::Relaxed),
+            whole.counters.unkeyed.load(Ordering::Relaxed),
             1,
             "a key over 64 bytes"
         );
@@ -589,20 +767,39 @@ mod tests {
 
     #[tokio::test]
     async fn a_stopping_consumer_lets_held_copies_go_back_to_nsqd() {
-        let s = setup(Dedup::envelope());
-        let (first, _first_acks) = copy(1, 10);
-        let first = delivered(s.window.admit(first));
-        let (twin, mut twin_acks) = copy(1, 20);
-        absorbed(s.window.admit(twin));
+        let s = Setup::new(Dedup::envelope());
+        let (first, _first_acks) = s.copy(1, 10);
+        let first = s.delivered(first);
+        let (twin, mut twin_acks) = s.copy(1, 20);
+        s.absorbed(twin);
         s.window.release_held();
         assert_eq!(
-            answer(&mut twin_acks),
+            s.answer(&mut twin_acks),
             Some(Ack::Requeue {
                 delay: Duration::ZERO,
                 backoff: false
             })
         );
         first.finish().unwrap();
-        assert_eq!(answer(&mut twin_acks), None, "answered once");
+        assert_eq!(s.answer(&mut twin_acks), None, "answered once");
+    }
+
+    #[test]
+    fn keys_differing_in_one_byte_hash_apart() {
+        use std::hash::BuildHasher;
+        let hasher = KeyHasher::default();
+        let base = MessageKey::new(7, 7);
+        let h = |k: &Key| hasher.hash_one(k);
+        let mut seen = std::collections::HashSet::new();
+        seen.insert(h(&Key::Envelope(base)));
+        for byte in 0..16 {
+            let mut bytes = *base.as_bytes();
+            bytes[byte] ^= 1;
+            let key = MessageKey::new(
+                u64::from_be_bytes(bytes[..8].try_into().unwrap()),
+                u64::from_be_bytes(bytes[8..].try_into().unwrap()),
+            );
+            assert!(seen.insert(h(&Key::Envelope(key))), "byte {byte}");
+        }
     }
 }
