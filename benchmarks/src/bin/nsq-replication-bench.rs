@@ -47,6 +47,10 @@ struct Opts {
     /// Publishes outstanding.
     #[arg(long, default_value_t = 1000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     window: usize,
+    /// The de-duplicating consumers' `Dedup::max_entries` (default twice `--count`, so
+    /// that the window holds every key of a run).
+    #[arg(long)]
+    dedup_entries: Option<usize>,
     /// Scenarios to run (default all), comma separated.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Scenario>,
@@ -167,7 +171,8 @@ impl Bench {
             builder = builder.nsqd(addr);
         }
         if dedup {
-            builder = builder.deduplicate(Dedup::envelope().max_entries(self.o.count * 2));
+            let entries = self.o.dedup_entries.unwrap_or(2 * self.o.count);
+            builder = builder.deduplicate(Dedup::envelope().max_entries(entries));
         }
         let mut consumer = builder.build().map_err(|e| e.to_string())?;
         let (tenth, ninth) = (self.o.count / 10, self.o.count - self.o.count / 10);
