@@ -13,7 +13,7 @@ export NSQ_PEERS_DIR=${NSQ_PEERS_DIR:-$HOME/.cache/nsq-rs-peers}
 export CI=${CI:-true} # a missing peer fails instead of skipping
 
 cargo build -q -p nsq-tests -p nsq-client --tests
-for target in "nsq-tests nsqd_kill" "nsq-tests restarts" "nsq-tests faults" \
+for target in "nsq-tests nsqd_kill" "nsq-tests replicated_kill" "nsq-tests restarts" "nsq-tests faults" \
     "nsq-tests hostile_clients" "nsq-client hostile_nsqd" "nsq-tests soak"; do
     set -- $target
     printf '\n== %s (%s)\n' "$2" "$1"
