@@ -47,8 +47,11 @@ enum KeySource {
 /// Windows of 1,024 keys or more are kept in 16 shards, each remembering its share of
 /// `max_entries`: "the oldest go first" holds within a shard.
 ///
-/// Memory: about 120 bytes per remembered key for envelope keys (a user key of `n` bytes adds
-/// two allocations of `n`), so the default 100,000 keys take about 12 MB. Size the window as
+/// Memory, from the layout: per remembered key a 48-byte table bucket and its control byte
+/// (tables are kept at most 7/8 full and grow by doubling) and a 40-byte entry in the
+/// eviction queue: 100 to 200 bytes (a user key of `n` bytes adds two allocations of `n`).
+/// Each shard reserves room for its share of `max_entries` (up to 65,536 keys) up front, so
+/// the default 100,000 keys take 10 to 20 MB. Size the window as
 /// the message rate times the longest delay expected between copies of one message (an nsqd
 /// that was down delivers its copies when it is back).
 ///
