@@ -38,7 +38,8 @@ pub struct ProducerStats {
     /// neither field.
     pub publishes_failed: u64,
     /// Requests (publishes and pings) queued for the connection, or written and waiting for
-    /// nsqd's answer. A call still waiting for room in a full queue is not counted.
+    /// nsqd's answer. A call still waiting for room in a full queue is not counted, nor,
+    /// for the instant the connection task takes it out of the queue, a request on its way.
     pub in_flight: u64,
     /// Connections made after the first one.
     pub reconnects: u64,
