@@ -7,7 +7,9 @@
 //!   `bench_writer` and `bench_reader` and a blocking socket as references;
 //! * `nsq-producer-client`: nsq-client's side of `nsq-client-bench`, one process per run;
 //! * `nsq-replication-bench`: replicated against plain publishing, de-duplicated against
-//!   plain consuming.
+//!   plain consuming;
+//! * `nsq-broker-cost`: from starting a broker to its first acknowledged PUB, nsq-server-lite
+//!   in-process against a real nsqd process.
 
 /// User + system CPU seconds of this process, from `/proc/self/stat` (Linux; 100 ticks per
 /// second).
