@@ -273,3 +273,27 @@ async fn the_window_outlives_the_connections_that_filled_it() {
     assert_eq!(consumer.stats().duplicates, 100);
     consumer.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_copies_than_nsqd_make_one_copy_on_each() {
+    let all = brokers(2).await;
+    let topic = Topic::new("many").unwrap();
+    let greedy =
+        ReplicatedProducer::new(pool_of(&all), Replication::copies(usize::MAX).quorum(2)).unwrap();
+    let receipt = tokio::time::timeout(WAIT, greedy.publish(&topic, "once each"))
+        .await
+        .expect("a publish that asked for more copies than nsqd still ends")
+        .unwrap();
+    assert_eq!(receipt.acked().len(), 2, "{receipt:?}");
+    assert_eq!(depth(&all[0], "many") + depth(&all[1], "many"), 2);
+    let err = tokio::time::timeout(
+        WAIT,
+        ReplicatedProducer::new(pool_of(&all), Replication::copies(usize::MAX).quorum(3))
+            .unwrap()
+            .publish(&topic, "three of two"),
+    )
+    .await
+    .expect("ends")
+    .unwrap_err();
+    assert_eq!(err.acked().len(), 2, "{err}");
+}

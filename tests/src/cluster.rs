@@ -62,3 +62,22 @@ impl Cluster {
         Some(Self { lookupd, brokers })
     }
 }
+
+/// The body of message `seq` of a kill scenario: its number, zero-padded to ten digits, then
+/// dots up to `len` bytes, so that a consumer can tell which message it got.
+///
+/// ```
+/// let body = nsq_tests::cluster::numbered_body(42, 16);
+/// assert_eq!(body, b"0000000042......");
+/// assert_eq!(nsq_tests::cluster::number_of(&body), Some(42));
+/// ```
+pub fn numbered_body(seq: usize, len: usize) -> Vec<u8> {
+    let mut body = format!("{seq:010}").into_bytes();
+    body.resize(len, b'.');
+    body
+}
+
+/// The number of a [`numbered_body`], or `None` for another body.
+pub fn number_of(body: &[u8]) -> Option<usize> {
+    std::str::from_utf8(body.get(..10)?).ok()?.parse().ok()
+}

@@ -24,7 +24,7 @@ use nsq_client::{
     Channel, Consumer, ConsumerConfig, ProducerConfig, ProducerPool, Strategy, Topic,
 };
 use nsq_tests::broker::{Broker, BrokerKind, BrokerOpts};
-use nsq_tests::cluster::Cluster;
+use nsq_tests::cluster::{number_of, numbered_body, Cluster};
 use nsq_tests::eventually;
 use tokio::sync::{oneshot, watch};
 
@@ -50,16 +50,6 @@ enum Death {
     Kill,
     /// Killed and restarted on the same data path and ports.
     KillAndRestart,
-}
-
-fn body(seq: usize) -> Vec<u8> {
-    let mut body = format!("{seq:010}").into_bytes();
-    body.resize(BODY_LEN, b'.');
-    body
-}
-
-fn seq_of(body: &[u8]) -> Option<usize> {
-    std::str::from_utf8(body.get(..10)?).ok()?.parse().ok()
 }
 
 /// What the consumer saw: deliveries per message, and the node of each delivery.
@@ -154,7 +144,7 @@ async fn scenario(
                     None => break,
                 },
             };
-            let seq = seq_of(msg.body())
+            let seq = number_of(msg.body())
                 .filter(|&s| s < messages)
                 .expect("a body of ours");
             seen.deliveries[seq] += 1;
@@ -198,7 +188,7 @@ async fn scenario(
     let started = Instant::now();
     let mut results = futures::stream::iter(0..messages)
         .map(|seq| {
-            let publish = pool.publish(&topic, body(seq));
+            let publish = pool.publish(&topic, numbered_body(seq, BODY_LEN));
             async move { (seq, publish.await) }
         })
         .buffer_unordered(WINDOW);

@@ -16,7 +16,7 @@ use nsq_client::{
     ReplicatedProducer, Replication, Strategy, Topic,
 };
 use nsq_tests::broker::{Broker, BrokerKind, BrokerOpts};
-use nsq_tests::cluster::Cluster;
+use nsq_tests::cluster::{number_of, numbered_body, Cluster};
 use nsq_tests::eventually;
 use tokio::sync::oneshot;
 
@@ -30,16 +30,6 @@ const WINDOW: usize = 256;
 const MAX_IN_FLIGHT: u32 = 300;
 const BODY_LEN: usize = 100;
 const WAIT: Duration = Duration::from_secs(60);
-
-fn body(seq: usize) -> Vec<u8> {
-    let mut body = format!("{seq:010}").into_bytes();
-    body.resize(BODY_LEN, b'.');
-    body
-}
-
-fn seq_of(body: &[u8]) -> Option<usize> {
-    std::str::from_utf8(body.get(..10)?).ok()?.parse().ok()
-}
 
 #[derive(Debug)]
 struct Figures {
@@ -90,7 +80,7 @@ async fn scenario(kind: BrokerKind) -> Option<Figures> {
             .run(32, move |msg: Message| {
                 let counts = counts.clone();
                 async move {
-                    let seq = seq_of(msg.body())
+                    let seq = number_of(msg.body())
                         .filter(|&s| s < MESSAGES)
                         .expect("a body of ours, without its envelope");
                     counts[seq].fetch_add(1, Ordering::Relaxed);
@@ -127,7 +117,7 @@ async fn scenario(kind: BrokerKind) -> Option<Figures> {
     let started = Instant::now();
     let mut results = futures::stream::iter(0..MESSAGES)
         .map(|seq| {
-            let publish = producer.publish(&topic, body(seq));
+            let publish = producer.publish(&topic, numbered_body(seq, BODY_LEN));
             async move { (seq, publish.await) }
         })
         .buffer_unordered(WINDOW);

@@ -297,17 +297,20 @@ impl ReplicatedProducer {
         let key = MessageKey::new(self.producer_id, sequence);
         let wrapped = envelope(key, &body);
         let topic = topic.clone();
+        let plan = self.pool.plan();
+        // No more copies than nsqd to put them on, however many were asked for.
+        let room = self.replication.copies.min(plan.len());
         let mut copies = Copies {
             pool: self.pool.clone(),
             start: move |producer: &Producer| producer.publish(&topic, wrapped.clone()),
-            plan: self.pool.plan().into_iter(),
-            running: Vec::with_capacity(self.replication.copies),
-            acked: Vec::with_capacity(self.replication.copies),
+            plan: plan.into_iter(),
+            running: Vec::with_capacity(room),
+            acked: Vec::with_capacity(room),
             failed: Vec::new(),
             wanted: self.replication.copies,
             stopped: false,
         };
-        for _ in 0..self.replication.copies {
+        for _ in 0..room {
             copies.start_next();
         }
         let quorum = self.replication.quorum;
