@@ -310,8 +310,8 @@ impl NsqdConnection {
         // The outcome of the current run and its length.
         let mut run: Option<(Outcome, u32)> = None;
         // The window first: the answers count for it even if writing them fails.
-        for cmd in acks.iter() {
-            cmd.resolve(self.window.as_deref());
+        if let Some(window) = &self.window {
+            window.resolve(acks.iter().filter_map(AckCommand::resolution));
         }
         for AckCommand { id, ack, .. } in acks.drain(..) {
             let (cmd, outcome) = match ack {

@@ -34,14 +34,21 @@ pub(crate) struct AckCommand {
 }
 
 impl AckCommand {
+    /// The window entry this answer resolves, and whether it finishes it (else the copy was
+    /// requeued or dropped); `None` when it resolves none.
+    pub(crate) fn resolution(&self) -> Option<(&Key, bool)> {
+        let key = self.key.as_ref()?;
+        match self.ack {
+            Ack::Finish | Ack::FinishDuplicate => Some((key, true)),
+            Ack::Requeue { .. } => Some((key, false)),
+            Ack::Touch => None,
+        }
+    }
+
     /// Tells `window` what became of the copy this answers, if it answers for one.
     pub(crate) fn resolve(&self, window: Option<&Window>) {
-        if let (Some(key), Some(window)) = (&self.key, window) {
-            match self.ack {
-                Ack::Finish | Ack::FinishDuplicate => window.resolve(key, true),
-                Ack::Requeue { .. } => window.resolve(key, false),
-                Ack::Touch => {}
-            }
+        if let (Some(resolution), Some(window)) = (self.resolution(), window) {
+            window.resolve([resolution]);
         }
     }
 }

@@ -44,16 +44,22 @@ enum KeySource {
 /// De-duplication for a consumer ([`ConsumerBuilder::deduplicate`]): which key identifies
 /// a message, and how long and how many keys are remembered.
 ///
-/// Windows of 1,024 keys or more are kept in 16 shards, each remembering its share of
-/// `max_entries`: "the oldest go first" holds within a shard.
+/// Envelope keys are remembered in slots of 64 consecutive sequences of one producer, and the
+/// window holds `max_entries / 64` slots: the latest `max_entries` messages of a
+/// [`ReplicatedProducer`](crate::ReplicatedProducer), whose sequences count up, fill them
+/// exactly; keys scattered over many producers or far-apart sequences fill them less, down to
+/// one key a slot. A key from [`Dedup::key_from`] has a slot of its own, and the window holds
+/// `max_entries` of them. Age is kept per slot: a key is remembered at least `max_age` after
+/// its last copy was seen, longer when another key of its slot was seen since.
 ///
-/// Memory, from the layout: per remembered key a 48-byte table bucket and its control byte
-/// (tables are kept at most 7/8 full and grow by doubling) and a 40-byte entry in the
-/// eviction queue: 100 to 200 bytes (a user key of `n` bytes adds two allocations of `n`).
-/// Each shard reserves room for its share of `max_entries` (up to 65,536 keys) up front, so
-/// the default 100,000 keys take 10 to 20 MB. Size the window as
-/// the message rate times the longest delay expected between copies of one message (an nsqd
-/// that was down delivers its copies when it is back).
+/// Memory, from the layout: per slot a 48-byte table bucket and its control byte (tables are
+/// kept at most 7/8 full and grow by doubling) and a 40-byte entry in the eviction queue, 100
+/// to 200 bytes; so 1.5 to 3 bytes per envelope key, and 100 to 200 bytes per user key (plus
+/// two allocations of its length). Room for the whole window (up to 65,536 slots) is reserved
+/// up front: the default 100,000 envelope keys take 150 to 300 kB. Keys being handled (at most
+/// `max_in_flight`) take a bucket each besides. Size the window as the message rate times the
+/// longest delay expected between copies of one message (an nsqd that was down delivers its
+/// copies when it is back).
 ///
 /// A held copy keeps its place in flight until the copy with the user is answered. A
 /// consumer that waits for several messages before answering any (a batch) should keep
@@ -114,6 +120,7 @@ impl Dedup {
     }
 
     /// How many finished keys are remembered at most (default 100,000); the oldest go first.
+    /// Envelope keys are counted in slots of 64 (see [`Dedup`]).
     ///
     /// ```
     /// let dedup = nsq_client::Dedup::envelope().max_entries(1_000_000);
@@ -246,45 +253,52 @@ impl std::hash::Hasher for FoldHasher {
     }
 }
 
-enum Entry {
-    /// A copy is with the user; these copies wait for its answer.
-    Handling { held: Vec<Message> },
-    /// A copy was finished; the last copy was seen then.
-    Done { seen: Instant },
+/// What the window remembers of finished keys: which of a slot's keys were finished, and
+/// when a copy of one was last seen.
+#[derive(Clone, Copy)]
+struct Slot {
+    finished: u64,
+    seen: Instant,
 }
 
-struct State {
-    entries: HashMap<Key, Entry, KeyHasher>,
-    /// Done keys, oldest first, with the time each was last put here.
-    order: VecDeque<(Key, Instant)>,
-}
-
-impl State {
-    /// Room for `entries` keys from the start (up to 65,536 a shard), so that a filling
-    /// window does not rehash as it grows.
-    fn with_capacity(entries: usize) -> Self {
-        let room = entries.min(1 << 16);
-        Self {
-            entries: HashMap::with_capacity_and_hasher(room, KeyHasher::default()),
-            order: VecDeque::with_capacity(room),
+/// The slot a key is remembered in, and its bit there. Envelope keys share a slot with the
+/// 63 sequences around them (the slot's key is the first of the 64), so that consecutive
+/// messages of a producer cost one table entry and one cache line; a user key has a slot
+/// of its own.
+fn slot_of(key: &Key) -> (std::borrow::Cow<'_, Key>, u64) {
+    match key {
+        Key::Envelope(key) => {
+            let first = MessageKey::new(key.producer(), key.sequence() & !(SLOT_KEYS - 1));
+            (
+                std::borrow::Cow::Owned(Key::Envelope(first)),
+                1 << (key.sequence() % SLOT_KEYS),
+            )
         }
+        Key::User(_) => (std::borrow::Cow::Borrowed(key), 1),
     }
 }
 
-/// Windows this large or larger are split into [`SHARDS`] shards, each with its own lock
-/// and its share of `max_entries`, so that the connections deciding on new copies and the
-/// user answering old ones seldom wait for each other. Smaller ones are one exact LRU.
-const SHARDED_FROM: usize = 1024;
-const SHARDS: usize = 16;
+/// Envelope keys per slot.
+const SLOT_KEYS: u64 = 64;
+
+struct State {
+    /// Keys with a copy at the user, each with the copies that wait for its answer. At most
+    /// the consumer's messages in flight, so it stays small.
+    handling: HashMap<Key, Vec<Message>, KeyHasher>,
+    /// Finished keys, by slot.
+    finished: HashMap<Key, Slot, KeyHasher>,
+    /// The slots of `finished`, oldest first, with the time each was put here.
+    order: VecDeque<(Key, Instant)>,
+}
 
 /// The window itself, shared by the consumer's connections and the messages they handed out.
+/// One lock: it is taken once per socket read and once per run of answers, and held for a
+/// few table operations per message on tables that stay in the caches.
 pub(crate) struct Window {
     dedup: Dedup,
-    shards: Box<[Mutex<State>]>,
-    /// Finished keys each shard remembers at most.
-    shard_entries: usize,
-    /// Picks a key's shard (its own seed, so that the shard says nothing of the bucket).
-    shard_of: KeyHasher,
+    state: Mutex<State>,
+    /// Slots `finished` holds at most.
+    max_slots: usize,
     /// Where a held copy goes when it must reach the user after all: the consumer's own
     /// queue (weak, so the window does not keep the queue open after the connections end).
     requeue: mpsc::WeakUnboundedSender<Vec<Message>>,
@@ -299,23 +313,34 @@ impl std::fmt::Debug for Window {
     }
 }
 
+/// The copies one decision leaves to answer or hand on once the lock is let go.
+#[derive(Default)]
+struct Outcomes {
+    duplicates: Vec<Message>,
+    /// Held copies that take the place of a requeued first copy.
+    promoted: Vec<Message>,
+}
+
 impl Window {
     pub(crate) fn new(
         dedup: Dedup,
         requeue: mpsc::WeakUnboundedSender<Vec<Message>>,
         counters: Arc<Counters>,
     ) -> Arc<Self> {
-        let shards = if dedup.max_entries >= SHARDED_FROM {
-            SHARDS
-        } else {
-            1
+        let max_slots = match dedup.source {
+            KeySource::Envelope => dedup.max_entries.div_ceil(SLOT_KEYS as usize),
+            KeySource::Extract(_) => dedup.max_entries,
         };
+        // Room for the whole window from the start (up to 65,536 slots), so that a filling
+        // window does not rehash as it grows.
+        let room = max_slots.min(1 << 16);
         Arc::new(Self {
-            shard_entries: dedup.max_entries.div_ceil(shards),
-            shards: (0..shards)
-                .map(|_| Mutex::new(State::with_capacity(dedup.max_entries.div_ceil(shards))))
-                .collect(),
-            shard_of: KeyHasher::default(),
+            state: Mutex::new(State {
+                handling: HashMap::with_hasher(KeyHasher::default()),
+                finished: HashMap::with_capacity_and_hasher(room, KeyHasher::default()),
+                order: VecDeque::with_capacity(room),
+            }),
+            max_slots,
             dedup,
             requeue,
             counters,
@@ -339,8 +364,10 @@ impl Window {
     /// duplicates or held.
     pub(crate) fn admit(&self, batch: Vec<Message>) -> Vec<Message> {
         let mut deliver = Vec::with_capacity(batch.len());
-        let mut duplicates = Vec::new();
+        let mut out = Outcomes::default();
         let now = Instant::now();
+        let mut state = self.lock();
+        self.evict(&mut state, now);
         for mut msg in batch {
             let Some((key, header)) = self.key_of(&msg) else {
                 self.counters.unkeyed.fetch_add(1, Ordering::Relaxed);
@@ -350,117 +377,137 @@ impl Window {
             if header > 0 {
                 msg.strip_header(header);
             }
-            {
-                let mut state = self.lock(&key);
-                self.evict(&mut state, now);
-                match state.entries.entry(key) {
-                    std::collections::hash_map::Entry::Vacant(vacant) => {
-                        msg.claim(vacant.key().clone());
-                        vacant.insert(Entry::Handling { held: Vec::new() });
-                        deliver.push(msg);
-                    }
-                    std::collections::hash_map::Entry::Occupied(mut occupied) => {
-                        match occupied.get_mut() {
-                            Entry::Handling { held } => {
-                                held.push(msg);
-                                self.counters
-                                    .duplicates_held
-                                    .fetch_add(1, Ordering::Relaxed);
-                            }
-                            Entry::Done { seen } => {
-                                *seen = now;
-                                duplicates.push(msg);
-                            }
-                        }
-                    }
+            let (slot, bit) = slot_of(&key);
+            if let Some(slot) = state.finished.get_mut(&*slot) {
+                if slot.finished & bit != 0 {
+                    slot.seen = now;
+                    out.duplicates.push(msg);
+                    continue;
+                }
+            }
+            match state.handling.entry(key) {
+                std::collections::hash_map::Entry::Vacant(vacant) => {
+                    msg.claim(vacant.key().clone());
+                    vacant.insert(Vec::new());
+                    deliver.push(msg);
+                }
+                std::collections::hash_map::Entry::Occupied(mut occupied) => {
+                    occupied.get_mut().push(msg);
+                    self.counters
+                        .duplicates_held
+                        .fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
-        self.finish_duplicates(duplicates);
+        drop(state);
+        self.settle(out);
         deliver
     }
 
-    fn finish_duplicates(&self, duplicates: Vec<Message>) {
-        if duplicates.is_empty() {
-            return;
-        }
-        self.counters
-            .duplicates
-            .fetch_add(duplicates.len() as u64, Ordering::Relaxed);
-        for twin in duplicates {
-            if let Err(err) = twin.finish_duplicate() {
-                tracing::debug!(%err, "finishing a duplicate");
+    /// Answers and hands on what decisions left, outside the lock.
+    fn settle(&self, out: Outcomes) {
+        let Outcomes {
+            duplicates,
+            promoted,
+        } = out;
+        if !duplicates.is_empty() {
+            self.counters
+                .duplicates
+                .fetch_add(duplicates.len() as u64, Ordering::Relaxed);
+            for twin in duplicates {
+                if let Err(err) = twin.finish_duplicate() {
+                    tracing::debug!(%err, "finishing a duplicate");
+                }
             }
         }
-    }
-
-    /// A claimed copy was answered: `finished` when with FIN, else it was requeued or
-    /// dropped.
-    pub(crate) fn resolve(&self, key: &Key, finished: bool) {
-        let now = Instant::now();
-        let mut state = self.lock(key);
-        let Some(entry) = state.entries.get_mut(key) else {
-            return;
-        };
-        let Entry::Handling { held: waiting } = entry else {
-            return;
-        };
-        let mut held = std::mem::take(waiting);
-        let next = if finished {
-            *entry = Entry::Done { seen: now };
-            state.order.push_back((key.clone(), now));
-            self.evict(&mut state, now);
-            None
-        } else if held.is_empty() {
-            // Forgotten: the requeued copy (or any other) is new again when it comes back.
-            state.entries.remove(key);
-            None
-        } else {
-            // Another copy takes the failed one's place; the rest stay held behind it.
-            let next = held.remove(0);
-            *waiting = std::mem::take(&mut held);
-            Some(next)
-        };
-        drop(state);
-        self.counters.duplicates_held.fetch_sub(
-            held.len() as u64 + u64::from(next.is_some()),
-            Ordering::Relaxed,
-        );
-        self.finish_duplicates(held);
-        if let Some(mut next) = next {
-            next.claim(key.clone());
-            // The consumer's queue, as a new delivery (so max_attempts applies). With the
-            // consumer gone, dropping it requeues it.
+        if !promoted.is_empty() {
+            // The consumer's queue, as new deliveries (so max_attempts applies). With the
+            // consumer gone, dropping them requeues them.
             if let Some(queue) = self.requeue.upgrade() {
-                let _ = queue.send(vec![next]);
+                let _ = queue.send(promoted);
             }
         }
     }
 
-    /// Drops the oldest finished keys while there are more than `max_entries`, and those not
+    /// Claimed copies were answered: each `(key, true)` with FIN, each `(key, false)`
+    /// requeued or dropped.
+    pub(crate) fn resolve<'k>(&self, answers: impl IntoIterator<Item = (&'k Key, bool)>) {
+        let now = Instant::now();
+        let mut out = Outcomes::default();
+        let mut state = self.lock();
+        let mut resolved: u64 = 0;
+        for (key, finished) in answers {
+            let Some(waiting) = state.handling.get_mut(key) else {
+                continue;
+            };
+            if !finished && !waiting.is_empty() {
+                // Another copy takes the failed one's place; the rest stay held behind it.
+                let mut next = waiting.remove(0);
+                next.claim(key.clone());
+                out.promoted.push(next);
+                resolved += 1;
+                continue;
+            }
+            let held = state.handling.remove(key).unwrap_or_default();
+            resolved += held.len() as u64;
+            out.duplicates.extend(held);
+            if finished {
+                self.remember(&mut state, key, now);
+            }
+            // Else forgotten: the requeued copy (or any other) is new again when it comes back.
+        }
+        if resolved > 0 {
+            self.counters
+                .duplicates_held
+                .fetch_sub(resolved, Ordering::Relaxed);
+        }
+        self.evict(&mut state, now);
+        drop(state);
+        self.settle(out);
+    }
+
+    /// Remembers `key` as finished.
+    fn remember(&self, state: &mut State, key: &Key, now: Instant) {
+        let (slot, bit) = slot_of(key);
+        if let Some(slot) = state.finished.get_mut(&*slot) {
+            slot.finished |= bit;
+            slot.seen = now;
+            return;
+        }
+        let slot = slot.into_owned();
+        state.order.push_back((slot.clone(), now));
+        state.finished.insert(
+            slot,
+            Slot {
+                finished: bit,
+                seen: now,
+            },
+        );
+    }
+
+    /// Drops the oldest slots while there are more than the window holds, and those not
     /// seen for `max_age`.
     fn evict(&self, state: &mut State, now: Instant) {
         let cutoff = now.checked_sub(self.dedup.max_age);
-        while let Some((key, put)) = state.order.front().cloned() {
-            let over = state.order.len() > self.shard_entries;
-            let stale = cutoff.is_some_and(|cutoff| put <= cutoff);
+        while let Some((_, put)) = state.order.front() {
+            let over = state.order.len() > self.max_slots;
+            let stale = cutoff.is_some_and(|cutoff| *put <= cutoff);
             if !over && !stale {
                 break;
             }
-            state.order.pop_front();
+            let Some((slot, _)) = state.order.pop_front() else {
+                break;
+            };
             if !over {
                 // Seen again since it was put here: it stays, moved to the back.
-                if let Some(Entry::Done { seen }) = state.entries.get(&key) {
-                    if cutoff.is_some_and(|cutoff| *seen > cutoff) {
-                        let seen = *seen;
-                        state.order.push_back((key, seen));
+                if let Some(seen) = state.finished.get(&slot).map(|kept| kept.seen) {
+                    if cutoff.is_some_and(|cutoff| seen > cutoff) {
+                        state.order.push_back((slot, seen));
                         continue;
                     }
                 }
             }
-            if matches!(state.entries.get(&key), Some(Entry::Done { .. })) {
-                state.entries.remove(&key);
-            }
+            state.finished.remove(&slot);
         }
     }
 
@@ -468,15 +515,8 @@ impl Window {
     /// consumer: the copies with the user are still answered as usual.
     pub(crate) fn release_held(&self) {
         let mut released = Vec::new();
-        for shard in &self.shards {
-            let mut state = shard
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            for entry in state.entries.values_mut() {
-                if let Entry::Handling { held } = entry {
-                    released.append(held);
-                }
-            }
+        for held in self.lock().handling.values_mut() {
+            released.append(held);
         }
         self.counters
             .duplicates_held
@@ -484,27 +524,16 @@ impl Window {
         drop(released);
     }
 
-    /// The shard of `key`, locked.
-    fn lock(&self, key: &Key) -> std::sync::MutexGuard<'_, State> {
-        use std::hash::BuildHasher;
-        let shard = match key {
-            _ if self.shards.len() == 1 => 0,
-            // Sequences count up: consecutive messages go to consecutive shards.
-            Key::Envelope(key) => (key.sequence() ^ key.producer()) as usize % self.shards.len(),
-            Key::User(_) => (self.shard_of.hash_one(key) >> 32) as usize % self.shards.len(),
-        };
-        self.shards[shard]
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// How many keys the window holds, over every shard.
+    /// How many slots of finished keys the window holds.
     #[cfg(test)]
-    fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|shard| shard.lock().map_or(0, |state| state.entries.len()))
-            .sum()
+    fn slots(&self) -> usize {
+        self.lock().finished.len()
     }
 }
 
@@ -698,20 +727,66 @@ mod tests {
         assert_eq!(s.counters.duplicates.load(Ordering::Relaxed), 0);
     }
 
+    /// Delivers and finishes message `seq` (nsqd ID `id`).
+    fn finish_one(s: &Setup, seq: u64, id: u64) {
+        let (m, mut acks) = s.copy(seq, id);
+        s.delivered(m).finish().unwrap();
+        assert_eq!(s.answer(&mut acks), Some(Ack::Finish));
+    }
+
     #[tokio::test]
     async fn the_oldest_finished_keys_leave_first_when_the_window_is_full() {
-        let s = Setup::new(Dedup::envelope().max_entries(2));
-        for seq in 1..=3 {
-            let (m, mut acks) = s.copy(seq, seq);
+        // Two slots of 64 envelope keys.
+        let s = Setup::new(Dedup::envelope().max_entries(128));
+        for seq in [1, 65, 129] {
+            finish_one(&s, seq, seq);
+        }
+        assert_eq!(s.window.slots(), 2);
+        let (late, _acks) = s.copy(1, 1000);
+        drop(s.delivered(late)); // the slot of key 1 was pushed out
+        let (recent, mut recent_acks) = s.copy(129, 1001);
+        s.absorbed(recent);
+        assert_eq!(s.answer(&mut recent_acks), Some(Ack::FinishDuplicate));
+
+        // User keys have a slot each: exactly the last `max_entries`.
+        let s = Setup::new(Dedup::key_from(|body| body.get(..4)).max_entries(2));
+        for (id, body) in [b"key1", b"key2", b"key3"].into_iter().enumerate() {
+            let (m, mut acks) = s.raw(id as u64, Bytes::from_static(body));
             s.delivered(m).finish().unwrap();
             assert_eq!(s.answer(&mut acks), Some(Ack::Finish));
         }
-        assert_eq!(s.window.len(), 2);
-        let (late, _acks) = s.copy(1, 100);
-        drop(s.delivered(late)); // key 1 was pushed out
-        let (recent, mut recent_acks) = s.copy(3, 101);
+        assert_eq!(s.window.slots(), 2);
+        let (late, _acks) = s.raw(10, Bytes::from_static(b"key1"));
+        drop(s.delivered(late));
+        let (recent, mut recent_acks) = s.raw(11, Bytes::from_static(b"key2"));
         s.absorbed(recent);
         assert_eq!(s.answer(&mut recent_acks), Some(Ack::FinishDuplicate));
+    }
+
+    #[tokio::test]
+    async fn consecutive_sequences_share_a_slot_yet_are_told_apart() {
+        let s = Setup::new(Dedup::envelope());
+        for seq in (0..64).step_by(2) {
+            finish_one(&s, seq, seq + 1);
+        }
+        assert_eq!(s.window.slots(), 1, "64 consecutive sequences, one slot");
+        for seq in 0..64 {
+            let (copy, mut acks) = s.copy(seq, 100 + seq);
+            if seq % 2 == 0 {
+                s.absorbed(copy);
+                assert_eq!(s.answer(&mut acks), Some(Ack::FinishDuplicate), "{seq}");
+            } else {
+                // Its neighbours were finished, not it: it reaches the user.
+                s.delivered(copy).finish().unwrap();
+                assert_eq!(s.answer(&mut acks), Some(Ack::Finish), "{seq}");
+            }
+        }
+        finish_one(&s, 64, 1000);
+        assert_eq!(s.window.slots(), 2, "sequence 64 starts the next slot");
+        // Another producer's sequences have slots of their own.
+        let body = envelope::envelope(MessageKey::new(2, 3), b"other");
+        let (other, _acks) = s.raw(2000, body);
+        drop(s.delivered(other));
     }
 
     #[tokio::test(start_paused = true)]
@@ -785,6 +860,127 @@ mod tests {
         );
         first.finish().unwrap();
         assert_eq!(s.answer(&mut twin_acks), None, "answered once");
+    }
+
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            /// A copy of (producer, sequence) arrives.
+            Arrive(u64, u64),
+            /// The user answers one of the copies it holds: FIN when `true`, else REQ.
+            Answer(usize, bool),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                (0..3u64, 0..150u64).prop_map(|(p, seq)| Op::Arrive(p, seq)),
+                (any::<usize>(), any::<bool>()).prop_map(|(i, fin)| Op::Answer(i, fin)),
+            ]
+        }
+
+        /// What an exact, unbounded window would say of each key.
+        enum Expect {
+            Handling { held: Vec<(u64, Answers)> },
+            Finished,
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// The window (slots, bits and all) decides every copy as an exact set of keys
+            /// would, while nothing is old enough to leave it.
+            #[test]
+            fn the_window_decides_as_an_exact_set_of_keys_would(
+                ops in proptest::collection::vec(op(), 1..300),
+            ) {
+                let mut s = Setup::new(Dedup::envelope());
+                let mut expect: HashMap<(u64, u64), Expect> = HashMap::new();
+                let mut at_user: Vec<((u64, u64), Message, Answers)> = Vec::new();
+                let (mut duplicates, mut next_id) = (0u64, 0u64);
+                for op in ops {
+                    match op {
+                        Op::Arrive(producer, seq) => {
+                            next_id += 1;
+                            let key = (producer, seq);
+                            let body = envelope::envelope(
+                                MessageKey::new(producer, seq),
+                                format!("m{seq}").as_bytes(),
+                            );
+                            let (copy, mut acks) = s.raw(next_id, body);
+                            let out = s.admit(copy);
+                            match expect.get_mut(&key) {
+                                Some(Expect::Finished) => {
+                                    prop_assert!(out.is_none(), "{key:?} delivered twice");
+                                    prop_assert_eq!(s.answer(&mut acks), Some(Ack::FinishDuplicate));
+                                    duplicates += 1;
+                                }
+                                Some(Expect::Handling { held }) => {
+                                    prop_assert!(out.is_none(), "{key:?} delivered while handled");
+                                    prop_assert_eq!(s.answer(&mut acks), None);
+                                    held.push((next_id, acks));
+                                }
+                                None => {
+                                    let msg = out.expect("a new key is delivered");
+                                    prop_assert_eq!(&msg.body()[..], format!("m{seq}").into_bytes());
+                                    expect.insert(key, Expect::Handling { held: Vec::new() });
+                                    at_user.push((key, msg, acks));
+                                }
+                            }
+                        }
+                        Op::Answer(pick, finish) => {
+                            if at_user.is_empty() {
+                                continue;
+                            }
+                            let (key, msg, mut acks) = at_user.remove(pick % at_user.len());
+                            if finish {
+                                msg.finish().unwrap();
+                                prop_assert_eq!(s.answer(&mut acks), Some(Ack::Finish));
+                            } else {
+                                msg.requeue(None).unwrap();
+                                let requeued = matches!(s.answer(&mut acks), Some(Ack::Requeue { .. }));
+                                prop_assert!(requeued, "a REQ");
+                            }
+                            let Some(Expect::Handling { held }) = expect.get_mut(&key) else {
+                                panic!("{key:?} was with the user");
+                            };
+                            if finish {
+                                for (_, mut twin) in std::mem::take(held) {
+                                    prop_assert_eq!(s.answer(&mut twin), Some(Ack::FinishDuplicate));
+                                    duplicates += 1;
+                                }
+                                expect.insert(key, Expect::Finished);
+                            } else if held.is_empty() {
+                                expect.remove(&key);
+                            } else {
+                                let (id, twin_acks) = held.remove(0);
+                                let mut promoted = s.queue.try_recv().expect("a held copy is handed on");
+                                prop_assert_eq!(promoted.len(), 1);
+                                let next = promoted.pop().unwrap();
+                                prop_assert_eq!(next.id(), nsq_proto::MessageId::from_u64(id));
+                                at_user.push((key, next, twin_acks));
+                            }
+                        }
+                    }
+                    let held: usize = expect
+                        .values()
+                        .map(|e| match e {
+                            Expect::Handling { held } => held.len(),
+                            Expect::Finished => 0,
+                        })
+                        .sum();
+                    prop_assert_eq!(s.counters.duplicates.load(Ordering::Relaxed), duplicates);
+                    prop_assert_eq!(s.counters.duplicates_held.load(Ordering::Relaxed), held as u64);
+                    prop_assert!(s.queue.try_recv().is_err(), "nothing handed on unasked");
+                }
+                // Finish what the user holds, so every message is answered.
+                for (_, msg, _) in at_user {
+                    msg.finish().unwrap();
+                }
+            }
+        }
     }
 
     #[test]
