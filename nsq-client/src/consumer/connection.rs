@@ -239,6 +239,7 @@ impl NsqdConnection {
                     last_read = Instant::now();
                     // Handle every frame already read, then hand their messages on at once.
                     let mut batch = Vec::new();
+                    let mut read = 0;
                     let mut next = frame;
                     let mut handled = 0;
                     loop {
@@ -252,7 +253,16 @@ impl NsqdConnection {
                                 if let Some(touch) = touch.as_mut() {
                                     touch.delivered(msg.id, last_read);
                                 }
-                                batch.push(Message::new(msg, link.clone()));
+                                read += 1;
+                                let msg = Message::new(msg, link.clone());
+                                match &self.window {
+                                    // Copies of messages already seen are finished or held
+                                    // here as they are read, off the user's task.
+                                    Some(window) if !closing => {
+                                        batch.extend(window.admit(msg, last_read));
+                                    }
+                                    _ => batch.push(msg),
+                                }
                             }
                             other => {
                                 if let Next::CloseWait = on_control_frame(&writes, &mut framed, other).await? {
@@ -270,8 +280,8 @@ impl NsqdConnection {
                             None => break,
                         }
                     }
-                    if !batch.is_empty() {
-                        let count = u32::try_from(batch.len()).unwrap_or(u32::MAX);
+                    if read > 0 {
+                        let count = u32::try_from(read).unwrap_or(u32::MAX);
                         in_flight = in_flight.saturating_add(count);
                         // Counted before they can be answered, so the supervisor never sees
                         // an answer for a message it does not know of.
@@ -279,16 +289,9 @@ impl NsqdConnection {
                         if closing {
                             // Arrived after CLS: dropping gives them straight back.
                             drop(batch);
-                        } else {
-                            // Copies of messages already seen are finished or held here, off
-                            // the user's task and under one lock for the whole read.
-                            if let Some(window) = &self.window {
-                                batch = window.admit(batch);
-                            }
-                            if !batch.is_empty() {
-                                if let Err(mpsc::error::SendError(batch)) = self.messages.send(batch) {
-                                    drop(batch);
-                                }
+                        } else if !batch.is_empty() {
+                            if let Err(mpsc::error::SendError(batch)) = self.messages.send(batch) {
+                                drop(batch);
                             }
                         }
                     }

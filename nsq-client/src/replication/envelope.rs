@@ -40,20 +40,35 @@ pub const HEADER_LEN: usize = 20;
 /// assert_eq!(key.to_string(), "000000000000feed-0000000000000007");
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MessageKey([u8; 16]);
+pub struct MessageKey {
+    producer: u64,
+    sequence: u64,
+}
 
 impl MessageKey {
     /// The key of message `sequence` of producer `producer`.
     ///
     /// ```
     /// let key = nsq_client::replication::MessageKey::new(1, 2);
-    /// assert_eq!(key.as_bytes()[15], 2);
+    /// assert_eq!(key.to_bytes()[15], 2);
     /// ```
     pub fn new(producer: u64, sequence: u64) -> Self {
-        let mut bytes = [0; 16];
-        bytes[..8].copy_from_slice(&producer.to_be_bytes());
-        bytes[8..].copy_from_slice(&sequence.to_be_bytes());
-        Self(bytes)
+        Self { producer, sequence }
+    }
+
+    /// The key in the envelope's 16 bytes (producer id, then sequence, big-endian).
+    ///
+    /// ```
+    /// use nsq_client::replication::MessageKey;
+    /// let key = MessageKey::from_bytes([0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2]);
+    /// assert_eq!(key, MessageKey::new(1, 2));
+    /// ```
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        let (producer, sequence) = bytes.split_at(8);
+        Self {
+            producer: u64::from_be_bytes(producer.try_into().unwrap_or_default()),
+            sequence: u64::from_be_bytes(sequence.try_into().unwrap_or_default()),
+        }
     }
 
     /// The producer id.
@@ -62,7 +77,7 @@ impl MessageKey {
     /// assert_eq!(nsq_client::replication::MessageKey::new(9, 1).producer(), 9);
     /// ```
     pub fn producer(&self) -> u64 {
-        u64::from_be_bytes(self.0[..8].try_into().unwrap_or_default())
+        self.producer
     }
 
     /// The sequence number within the producer.
@@ -71,16 +86,19 @@ impl MessageKey {
     /// assert_eq!(nsq_client::replication::MessageKey::new(9, 1).sequence(), 1);
     /// ```
     pub fn sequence(&self) -> u64 {
-        u64::from_be_bytes(self.0[8..].try_into().unwrap_or_default())
+        self.sequence
     }
 
     /// The 16 bytes as the envelope carries them.
     ///
     /// ```
-    /// assert_eq!(nsq_client::replication::MessageKey::new(0, 0).as_bytes(), &[0; 16]);
+    /// assert_eq!(nsq_client::replication::MessageKey::new(0, 0).to_bytes(), [0; 16]);
     /// ```
-    pub fn as_bytes(&self) -> &[u8; 16] {
-        &self.0
+    pub fn to_bytes(&self) -> [u8; 16] {
+        let mut bytes = [0; 16];
+        bytes[..8].copy_from_slice(&self.producer.to_be_bytes());
+        bytes[8..].copy_from_slice(&self.sequence.to_be_bytes());
+        bytes
     }
 }
 
@@ -107,7 +125,8 @@ impl fmt::Debug for MessageKey {
 pub fn envelope(key: MessageKey, body: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(HEADER_LEN + body.len());
     out.put_slice(&MAGIC_V1);
-    out.put_slice(key.as_bytes());
+    out.put_u64(key.producer);
+    out.put_u64(key.sequence);
     out.put_slice(body);
     out.freeze()
 }
@@ -126,9 +145,8 @@ pub fn key_of(wrapped: &[u8]) -> Option<MessageKey> {
     if header[..4] != MAGIC_V1 {
         return None;
     }
-    let mut key = [0; 16];
-    key.copy_from_slice(&header[4..]);
-    Some(MessageKey(key))
+    let word = |at: usize| u64::from_be_bytes(header[at..at + 8].try_into().unwrap_or_default());
+    Some(MessageKey::new(word(4), word(12)))
 }
 
 /// The key and the application's body of an enveloped message (the body is a view of

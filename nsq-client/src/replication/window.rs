@@ -176,8 +176,10 @@ pub(crate) enum Key {
 impl std::hash::Hash for Key {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         match self {
-            // One write: the hasher below takes it in two multiplications.
-            Key::Envelope(key) => state.write(key.as_bytes()),
+            // One write: the hasher below takes it in one multiplication.
+            Key::Envelope(key) => {
+                state.write_u128(u128::from(key.producer()) << 64 | u128::from(key.sequence()))
+            }
             Key::User(bytes) => {
                 state.write_u8(0xff);
                 state.write(bytes);
@@ -242,6 +244,10 @@ impl std::hash::Hasher for FoldHasher {
             let hi = u64::from_le_bytes(tail[8..].try_into().unwrap_or_default());
             self.state = fold(lo ^ self.state, hi ^ self.seed ^ rest.len() as u64);
         }
+    }
+
+    fn write_u128(&mut self, word: u128) {
+        self.state = fold((word as u64) ^ self.state, ((word >> 64) as u64) ^ self.seed);
     }
 
     fn write_u8(&mut self, byte: u8) {
@@ -313,14 +319,6 @@ impl std::fmt::Debug for Window {
     }
 }
 
-/// The copies one decision leaves to answer or hand on once the lock is let go.
-#[derive(Default)]
-struct Outcomes {
-    duplicates: Vec<Message>,
-    /// Held copies that take the place of a requeued first copy.
-    promoted: Vec<Message>,
-}
-
 impl Window {
     pub(crate) fn new(
         dedup: Dedup,
@@ -347,84 +345,57 @@ impl Window {
         })
     }
 
-    /// The key of `msg`, and how many bytes of envelope to take off its body.
-    fn key_of(&self, msg: &Message) -> Option<(Key, usize)> {
-        match &self.dedup.source {
-            KeySource::Envelope => {
-                envelope::key_of(msg.body()).map(|key| (Key::Envelope(key), envelope::HEADER_LEN))
-            }
+    /// Decides on a copy as it is read, while its bytes are still in the caches (one socket
+    /// read brings many, and the user's task may be on another core): `Some` when it goes to
+    /// the user (claimed, and out of its envelope); else it was finished as a duplicate or is
+    /// held. `now` is when it was read.
+    pub(crate) fn admit(&self, mut msg: Message, now: Instant) -> Option<Message> {
+        let key = match &self.dedup.source {
+            KeySource::Envelope => envelope::key_of(msg.body()).map(|key| {
+                msg.strip_header(envelope::HEADER_LEN);
+                Key::Envelope(key)
+            }),
             KeySource::Extract(extract) => extract(msg.body())
                 .filter(|key| key.len() <= MAX_KEY_LEN)
-                .map(|key| (Key::User(key.into()), 0)),
-        }
-    }
-
-    /// Decides what happens to each copy one socket read brought: the copies to hand to the
-    /// user come back (claimed, and out of their envelope); the others are finished as
-    /// duplicates or held.
-    pub(crate) fn admit(&self, batch: Vec<Message>) -> Vec<Message> {
-        let mut deliver = Vec::with_capacity(batch.len());
-        let mut out = Outcomes::default();
-        let now = Instant::now();
+                .map(|key| Key::User(key.into())),
+        };
+        let Some(key) = key else {
+            self.counters.unkeyed.fetch_add(1, Ordering::Relaxed);
+            return Some(msg);
+        };
+        let (slot, bit) = slot_of(&key);
         let mut state = self.lock();
         self.evict(&mut state, now);
-        for mut msg in batch {
-            let Some((key, header)) = self.key_of(&msg) else {
-                self.counters.unkeyed.fetch_add(1, Ordering::Relaxed);
-                deliver.push(msg);
-                continue;
-            };
-            if header > 0 {
-                msg.strip_header(header);
-            }
-            let (slot, bit) = slot_of(&key);
-            if let Some(slot) = state.finished.get_mut(&*slot) {
-                if slot.finished & bit != 0 {
-                    slot.seen = now;
-                    out.duplicates.push(msg);
-                    continue;
-                }
-            }
-            match state.handling.entry(key) {
-                std::collections::hash_map::Entry::Vacant(vacant) => {
-                    msg.claim(vacant.key().clone());
-                    vacant.insert(Vec::new());
-                    deliver.push(msg);
-                }
-                std::collections::hash_map::Entry::Occupied(mut occupied) => {
-                    occupied.get_mut().push(msg);
-                    self.counters
-                        .duplicates_held
-                        .fetch_add(1, Ordering::Relaxed);
-                }
+        if let Some(slot) = state.finished.get_mut(&*slot) {
+            if slot.finished & bit != 0 {
+                slot.seen = now;
+                drop(state);
+                self.finish_duplicates([msg]);
+                return None;
             }
         }
-        drop(state);
-        self.settle(out);
-        deliver
+        match state.handling.entry(key) {
+            std::collections::hash_map::Entry::Vacant(vacant) => {
+                msg.claim(vacant.key().clone());
+                vacant.insert(Vec::new());
+                Some(msg)
+            }
+            std::collections::hash_map::Entry::Occupied(mut occupied) => {
+                occupied.get_mut().push(msg);
+                self.counters
+                    .duplicates_held
+                    .fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
     }
 
-    /// Answers and hands on what decisions left, outside the lock.
-    fn settle(&self, out: Outcomes) {
-        let Outcomes {
-            duplicates,
-            promoted,
-        } = out;
-        if !duplicates.is_empty() {
-            self.counters
-                .duplicates
-                .fetch_add(duplicates.len() as u64, Ordering::Relaxed);
-            for twin in duplicates {
-                if let Err(err) = twin.finish_duplicate() {
-                    tracing::debug!(%err, "finishing a duplicate");
-                }
-            }
-        }
-        if !promoted.is_empty() {
-            // The consumer's queue, as new deliveries (so max_attempts applies). With the
-            // consumer gone, dropping them requeues them.
-            if let Some(queue) = self.requeue.upgrade() {
-                let _ = queue.send(promoted);
+    /// Finishes copies of finished keys, outside the lock.
+    fn finish_duplicates(&self, duplicates: impl IntoIterator<Item = Message>) {
+        for twin in duplicates {
+            self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+            if let Err(err) = twin.finish_duplicate() {
+                tracing::debug!(%err, "finishing a duplicate");
             }
         }
     }
@@ -433,7 +404,7 @@ impl Window {
     /// requeued or dropped.
     pub(crate) fn resolve<'k>(&self, answers: impl IntoIterator<Item = (&'k Key, bool)>) {
         let now = Instant::now();
-        let mut out = Outcomes::default();
+        let (mut duplicates, mut promoted) = (Vec::new(), Vec::new());
         let mut state = self.lock();
         let mut resolved: u64 = 0;
         for (key, finished) in answers {
@@ -444,13 +415,13 @@ impl Window {
                 // Another copy takes the failed one's place; the rest stay held behind it.
                 let mut next = waiting.remove(0);
                 next.claim(key.clone());
-                out.promoted.push(next);
+                promoted.push(next);
                 resolved += 1;
                 continue;
             }
             let held = state.handling.remove(key).unwrap_or_default();
             resolved += held.len() as u64;
-            out.duplicates.extend(held);
+            duplicates.extend(held);
             if finished {
                 self.remember(&mut state, key, now);
             }
@@ -463,7 +434,14 @@ impl Window {
         }
         self.evict(&mut state, now);
         drop(state);
-        self.settle(out);
+        self.finish_duplicates(duplicates);
+        if !promoted.is_empty() {
+            // The consumer's queue, as new deliveries (so max_attempts applies). With the
+            // consumer gone, dropping them requeues them.
+            if let Some(queue) = self.requeue.upgrade() {
+                let _ = queue.send(promoted);
+            }
+        }
     }
 
     /// Remembers `key` as finished.
@@ -579,9 +557,7 @@ mod tests {
 
         /// Admits `msg` alone; `Some` when it goes to the user.
         fn admit(&self, msg: Message) -> Option<Message> {
-            let mut out = self.window.admit(vec![msg]);
-            assert!(out.len() <= 1);
-            out.pop()
+            self.window.admit(msg, Instant::now())
         }
 
         fn delivered(&self, msg: Message) -> Message {
@@ -623,31 +599,6 @@ mod tests {
         let other = s.delivered(other);
         assert_eq!(&other.body()[..], b"m2", "another key is another message");
         drop(other);
-    }
-
-    #[tokio::test]
-    async fn copies_in_one_batch_are_decided_in_order() {
-        let s = Setup::new(Dedup::envelope());
-        let (a, mut a_acks) = s.copy(1, 10);
-        let (b, mut b_acks) = s.copy(1, 20);
-        let (c, mut c_acks) = s.copy(2, 30);
-        let out = s.window.admit(vec![a, b, c]);
-        let ids: Vec<_> = out.iter().map(Message::id).collect();
-        assert_eq!(
-            ids,
-            [
-                nsq_proto::MessageId::from_u64(10),
-                nsq_proto::MessageId::from_u64(30)
-            ]
-        );
-        assert_eq!(s.answer(&mut b_acks), None, "the twin is held");
-        assert_eq!(s.counters.duplicates_held.load(Ordering::Relaxed), 1);
-        for msg in out {
-            msg.finish().unwrap();
-        }
-        assert_eq!(s.answer(&mut a_acks), Some(Ack::Finish));
-        assert_eq!(s.answer(&mut c_acks), Some(Ack::Finish));
-        assert_eq!(s.answer(&mut b_acks), Some(Ack::FinishDuplicate));
     }
 
     #[tokio::test]
@@ -992,12 +943,9 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         seen.insert(h(&Key::Envelope(base)));
         for byte in 0..16 {
-            let mut bytes = *base.as_bytes();
+            let mut bytes = base.to_bytes();
             bytes[byte] ^= 1;
-            let key = MessageKey::new(
-                u64::from_be_bytes(bytes[..8].try_into().unwrap()),
-                u64::from_be_bytes(bytes[8..].try_into().unwrap()),
-            );
+            let key = MessageKey::from_bytes(bytes);
             assert!(seen.insert(h(&Key::Envelope(key))), "byte {byte}");
         }
     }
