@@ -247,7 +247,10 @@ impl std::hash::Hasher for FoldHasher {
     }
 
     fn write_u128(&mut self, word: u128) {
-        self.state = fold((word as u64) ^ self.state, ((word >> 64) as u64) ^ self.seed);
+        self.state = fold(
+            (word as u64) ^ self.state,
+            ((word >> 64) as u64) ^ self.seed,
+        );
     }
 
     fn write_u8(&mut self, byte: u8) {
