@@ -1,4 +1,5 @@
-//! What the benchmark binaries share: this process's CPU time, and medians.
+//! What the benchmark binaries share: processes' CPU time, medians, running client programs,
+//! and the latency probe.
 //!
 //! The binaries (each prints the table that goes into BENCHMARKS.md):
 //!
@@ -9,7 +10,11 @@
 //! * `nsq-replication-bench`: replicated against plain publishing, de-duplicated against
 //!   plain consuming;
 //! * `nsq-broker-cost`: from starting a broker to its first acknowledged PUB, nsq-server-lite
-//!   in-process against a real nsqd process.
+//!   in-process against a real nsqd process;
+//! * `nsq-latency-bench`: publish-to-consumer latency at fixed rates, nsq-client against
+//!   go-nsq and tokio-nsq, through nsqd 1.3.0 and nsq-server-lite.
+
+pub mod latency;
 
 /// User + system CPU seconds of this process, from `/proc/self/stat` (Linux; 100 ticks per
 /// second).
@@ -24,18 +29,36 @@
 /// # Ok::<(), String>(())
 /// ```
 pub fn cpu_seconds() -> Result<f64, String> {
+    process_cpu_seconds("self")
+}
+
+/// User + system CPU seconds of process `pid` (a number, or `self`), from `/proc/<pid>/stat`
+/// (Linux; 100 ticks per second).
+///
+/// # Errors
+///
+/// When the process's `stat` cannot be read or parsed (for example, it has exited).
+///
+/// ```
+/// let me = std::process::id().to_string();
+/// assert!(nsq_benchmarks::process_cpu_seconds(&me)? >= 0.0);
+/// assert!(nsq_benchmarks::process_cpu_seconds("not-a-pid").is_err());
+/// # Ok::<(), String>(())
+/// ```
+pub fn process_cpu_seconds(pid: &str) -> Result<f64, String> {
     const USER_HZ: f64 = 100.0;
-    let stat = std::fs::read_to_string("/proc/self/stat").map_err(|e| e.to_string())?;
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
     // Fields after the command name (which is in parentheses and may hold spaces):
     // state is field 3, utime field 14 and stime field 15.
-    let rest = stat.rsplit_once(')').ok_or("bad /proc/self/stat")?.1;
+    let rest = stat.rsplit_once(')').ok_or("bad /proc/<pid>/stat")?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let tick = |i: usize| -> Result<f64, String> {
         fields
             .get(i)
             .and_then(|v| v.parse::<u64>().ok())
             .map(|t| t as f64 / USER_HZ)
-            .ok_or_else(|| "bad /proc/self/stat".to_owned())
+            .ok_or_else(|| "bad /proc/<pid>/stat".to_owned())
     };
     Ok(tick(11)? + tick(12)?)
 }
@@ -55,4 +78,89 @@ pub fn median(mut values: Vec<f64>) -> Option<f64> {
         _ if n % 2 == 1 => Some(values[n / 2]),
         _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
     }
+}
+
+/// The path of binary `bin` of workspace package `package`, next to the running one. Under
+/// `cargo run` it is built first (release when this one is), so that it is never stale.
+///
+/// # Errors
+///
+/// When the build fails or the binary is not there.
+///
+/// ```no_run
+/// let client = nsq_benchmarks::sibling_binary("nsq-benchmarks", "nsq-producer-client")?;
+/// let lite_nsqd = nsq_benchmarks::sibling_binary("nsq-server-lite", "nsqd")?;
+/// # Ok::<(), String>(())
+/// ```
+pub fn sibling_binary(package: &str, bin: &str) -> Result<std::path::PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let path = exe.with_file_name(bin);
+    if let Some(cargo) = std::env::var_os("CARGO") {
+        let mut build = std::process::Command::new(cargo);
+        build.args(["build", "-q", "-p", package, "--bin", bin]);
+        if !cfg!(debug_assertions) {
+            build.arg("--release");
+        }
+        let status = build.status().map_err(|e| format!("cargo build: {e}"))?;
+        if !status.success() {
+            return Err(format!("cargo build of {bin} failed"));
+        }
+    }
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} is missing: cargo build --release -p {package} --bin {bin}",
+            path.display()
+        ))
+    }
+}
+
+/// Runs `program` with `args` to its end; its stdout and stderr, or why it failed (its
+/// stderr included).
+///
+/// # Errors
+///
+/// When it cannot start or exits unsuccessfully.
+///
+/// ```
+/// let (out, _) = nsq_benchmarks::run_program("echo".as_ref(), &["hi".to_owned()])?;
+/// assert_eq!(out, "hi\n");
+/// assert!(nsq_benchmarks::run_program("false".as_ref(), &[]).is_err());
+/// # Ok::<(), String>(())
+/// ```
+pub fn run_program(program: &std::path::Path, args: &[String]) -> Result<(String, String), String> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("{}: {e}", program.display()))?;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() {
+        return Err(format!(
+            "{} {args:?}: {}: {stderr}",
+            program.display(),
+            out.status
+        ));
+    }
+    Ok((String::from_utf8_lossy(&out.stdout).into_owned(), stderr))
+}
+
+/// Runs one client program (`nsq-producer-client`, go-nsq's or tokio-nsq's): the JSON line
+/// it prints last, or why it failed.
+///
+/// # Errors
+///
+/// When it fails or its last line is not JSON.
+///
+/// ```
+/// let report = nsq_benchmarks::run_client("echo".as_ref(), &[r#"{"messages":3}"#.to_owned()])?;
+/// assert_eq!(report["messages"], 3);
+/// # Ok::<(), String>(())
+/// ```
+pub fn run_client(program: &std::path::Path, args: &[String]) -> Result<serde_json::Value, String> {
+    let (stdout, _) = run_program(program, args)?;
+    let line = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line)
+        .map_err(|e| format!("{}: bad report {line:?}: {e}", program.display()))
 }

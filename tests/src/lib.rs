@@ -160,6 +160,11 @@ impl RealNsqd {
         let _ = self.child.wait();
     }
 
+    /// The process id of the running nsqd.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills nsqd with SIGKILL, as a crash would, and waits for it to exit: what it held in
     /// memory (its memory queue, in-flight and deferred messages) is lost, what its disk queue
     /// holds stays in the data path for [`restart`](Self::restart).

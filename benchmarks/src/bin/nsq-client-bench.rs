@@ -54,9 +54,9 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 
-use nsq_benchmarks::median;
+use nsq_benchmarks::{median, run_client, run_program, sibling_binary};
 use nsq_tests::{http, RealNsqd};
 
 const USAGE: &str = "\
@@ -308,7 +308,7 @@ struct Programs(BTreeMap<Client, PathBuf>);
 impl Programs {
     fn find() -> Result<Self, String> {
         let mut found = BTreeMap::new();
-        let ours = ours()?;
+        let ours = sibling_binary("nsq-benchmarks", "nsq-producer-client")?;
         found.insert(Client::OursUnmerged, ours.clone());
         found.insert(Client::RawAwaited, ours.clone());
         found.insert(Client::Ours, ours);
@@ -334,63 +334,6 @@ impl Programs {
 
 /// Our client: `nsq-producer-client` next to this binary. Under `cargo run` (which builds only
 /// the binary it runs) it is built first with the same profile, so it is never stale.
-fn ours() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let path = exe.with_file_name("nsq-producer-client");
-    if let Some(cargo) = std::env::var_os("CARGO") {
-        let mut build = Command::new(cargo);
-        build.args([
-            "build",
-            "-q",
-            "-p",
-            "nsq-benchmarks",
-            "--bin",
-            "nsq-producer-client",
-        ]);
-        if !cfg!(debug_assertions) {
-            build.arg("--release");
-        }
-        let status = build.status().map_err(|e| format!("cargo build: {e}"))?;
-        if !status.success() {
-            return Err("cargo build of nsq-producer-client failed".into());
-        }
-    }
-    if path.exists() {
-        Ok(path)
-    } else {
-        Err(format!(
-            "{} is missing: cargo build --release -p nsq-benchmarks --bin nsq-producer-client",
-            path.display()
-        ))
-    }
-}
-
-/// Runs `program` to its end; its stdout and stderr, or why it failed.
-fn run_program(program: &PathBuf, args: &[String]) -> Result<(String, String), String> {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{}: {e}", program.display()))?;
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    if !out.status.success() {
-        return Err(format!(
-            "{} {args:?}: {}: {stderr}",
-            program.display(),
-            out.status
-        ));
-    }
-    Ok((String::from_utf8_lossy(&out.stdout).into_owned(), stderr))
-}
-
-/// Runs one client process; its JSON line, or why it failed.
-fn run_client(program: &PathBuf, args: &[String]) -> Result<serde_json::Value, String> {
-    let (stdout, _) = run_program(program, args)?;
-    let line = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(line)
-        .map_err(|e| format!("{}: bad report {line:?}: {e}", program.display()))
-}
-
 /// The measure bench_writer and bench_reader take of their own run: their last log line,
 /// `duration: 1.006302955s - 40.135mb/s - 420841.455ops/s - 2.376us/op`.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -7,6 +7,8 @@
 //! nsq-producer-client --nsqd HOST:PORT --topic T --mode awaited|pipelined|mpub|consume|raw-awaited
 //!                     --callers N --batch K --count M --size B [--window W] [--channel C]
 //!                     [--merge on|off]
+//! nsq-producer-client --nsqd HOST:PORT --topic T --mode latency --rate R --count M --size B
+//!                     --latencies FILE [--max-in-flight F] [--channel C] [--low-latency on|off]
 //! ```
 //!
 //! * awaited: N tasks, each awaits `publish` before the next;
@@ -16,7 +18,12 @@
 //! * raw-awaited: not nsq-client but the floor of `awaited`: one blocking socket writing each
 //!   PUB and reading its answer (one caller; `--callers` is ignored);
 //! * consume: nsq-client's `Consumer` on T/C with max_in_flight 2500 (as the go-nsq and
-//!   tokio-nsq programs), finishing every message, until M messages arrived.
+//!   tokio-nsq programs), finishing every message, until M messages arrived;
+//! * latency: a `Producer` publishing R messages a second and a `Consumer` (max_in_flight F,
+//!   default 200) on T/C in the same process, as [`nsq_benchmarks::latency`] describes, the
+//!   counted latencies written to FILE;
+//!   `--low-latency on` asks nsqd not to buffer the consumer's messages
+//!   (`ConnectionConfig::output_buffer(None)`).
 //!
 //! M is the total over all tasks (rounded up to whole batches). `--merge off` sets
 //! `ProducerConfig::merge_publishes(None)`: one PUB per publish instead of merging publishes
@@ -50,6 +57,10 @@ struct Opts {
     window: usize,
     channel: String,
     merge: bool,
+    rate: usize,
+    max_in_flight: u32,
+    low_latency: bool,
+    latencies: String,
 }
 
 fn parse_args() -> Result<Opts, String> {
@@ -64,6 +75,10 @@ fn parse_args() -> Result<Opts, String> {
         window: 1000,
         channel: "bench".to_owned(),
         merge: true,
+        rate: 0,
+        max_in_flight: 200,
+        low_latency: false,
+        latencies: String::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -85,12 +100,12 @@ fn parse_args() -> Result<Opts, String> {
             "--size" => o.size = num()?,
             "--window" => o.window = num()?,
             "--channel" => o.channel = value.clone(),
-            "--merge" => {
-                o.merge = match value.as_str() {
-                    "on" => true,
-                    "off" => false,
-                    _ => return Err(format!("--merge: on or off, not {value:?}")),
-                }
+            "--merge" => o.merge = on_off(&flag, &value)?,
+            "--low-latency" => o.low_latency = on_off(&flag, &value)?,
+            "--rate" => o.rate = num()?,
+            "--latencies" => o.latencies = value.clone(),
+            "--max-in-flight" => {
+                o.max_in_flight = u32::try_from(num()?).map_err(|e| format!("{flag}: {e}"))?;
             }
             other => return Err(format!("unknown option {other}")),
         }
@@ -100,11 +115,22 @@ fn parse_args() -> Result<Opts, String> {
     }
     if !matches!(
         o.mode.as_str(),
-        "awaited" | "pipelined" | "mpub" | "consume" | "raw-awaited"
+        "awaited" | "pipelined" | "mpub" | "consume" | "raw-awaited" | "latency"
     ) {
         return Err(format!("unsupported --mode {:?}", o.mode));
     }
+    if o.mode == "latency" && (o.rate == 0 || o.latencies.is_empty()) {
+        return Err("--mode latency needs --rate and --latencies".into());
+    }
     Ok(o)
+}
+
+fn on_off(flag: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{flag}: on or off, not {value:?}")),
+    }
 }
 
 /// One caller's share of `total` units.
@@ -196,6 +222,79 @@ fn raw_awaited(o: &Opts) -> Result<usize, String> {
     Ok(o.count)
 }
 
+/// Publishes at `--rate` and consumes in the same process; the latencies of the counted
+/// messages, in nanoseconds.
+async fn latency(o: &Opts, start: Instant) -> Result<Vec<u64>, String> {
+    use nsq_benchmarks::latency::{body, read};
+    use nsq_client::proto::Channel;
+    use nsq_client::{ConnectionConfig, Consumer, ConsumerConfig};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let topic = Topic::new(o.topic.clone()).map_err(|e| e.to_string())?;
+    let channel = Channel::new(o.channel.clone()).map_err(|e| e.to_string())?;
+    let mut config = ConsumerConfig::default().max_in_flight(o.max_in_flight);
+    if o.low_latency {
+        config = config.connection(ConnectionConfig::default().output_buffer(None));
+    }
+    let mut consumer = Consumer::builder(topic.clone(), channel)
+        .nsqd(o.nsqd.clone())
+        .config(config)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let producer =
+        Producer::new(o.nsqd.clone(), ProducerConfig::default()).map_err(|e| e.to_string())?;
+    let nanos = move || u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    let (warmup, count, rate) = (o.rate as u64, o.count as u64, o.rate as f64);
+    let total = warmup + count;
+    let failed = Arc::new(AtomicUsize::new(0));
+    let publisher = {
+        let (producer, failed, size) = (producer.clone(), failed.clone(), o.size);
+        tokio::spawn(async move {
+            let began = Instant::now();
+            let mut next = 0;
+            while next < total {
+                let due = ((began.elapsed().as_secs_f64() * rate) as u64).min(total);
+                while next < due {
+                    let (producer, topic, failed) = (producer.clone(), topic.clone(), failed.clone());
+                    let msg = body(next, nanos(), size);
+                    tokio::spawn(async move {
+                        if producer.publish(&topic, msg).await.is_err() {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    });
+                    next += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    let mut latencies = Vec::with_capacity(o.count);
+    let patience = Duration::from_secs(10) + Duration::from_secs_f64(total as f64 / rate);
+    let counted = tokio::time::timeout(patience, async {
+        while latencies.len() < o.count {
+            let msg = consumer.next().await.ok_or("the consumer stopped early")?;
+            let arrived = nanos();
+            let (number, sent) = read(msg.body()).ok_or("not a probe body")?;
+            msg.finish().map_err(|e| e.to_string())?;
+            if (warmup..total).contains(&number) {
+                latencies.push(arrived.saturating_sub(sent));
+            }
+        }
+        Ok::<(), String>(())
+    })
+    .await;
+    publisher.await.map_err(|e| e.to_string())?;
+    consumer.stop().await;
+    producer.stop().await;
+    counted.map_err(|_| format!("{} of {} counted messages arrived", latencies.len(), o.count))??;
+    match failed.load(Ordering::Relaxed) {
+        0 => Ok(latencies),
+        n => Err(format!("{n} publishes failed")),
+    }
+}
+
 async fn run(o: &Opts) -> Result<usize, String> {
     if o.mode == "consume" {
         return consume(o).await;
@@ -243,7 +342,24 @@ fn main() -> ExitCode {
         .build()
         .expect("tokio runtime");
     let start = Instant::now();
-    let result = rt.block_on(run(&o));
+    let result = if o.mode == "latency" {
+        // On a worker, as a service's consumer loop would be (not on the thread of
+        // `block_on`, which every delivery would have to wake from its sleep).
+        let probe = {
+            let o = o.clone();
+            rt.spawn(async move { latency(&o, start).await })
+        };
+        rt.block_on(probe)
+            .map_err(|e| e.to_string())
+            .and_then(|probed| probed)
+            .and_then(|nanos| {
+            let lines: String = nanos.iter().map(|n| format!("{n}\n")).collect();
+            std::fs::write(&o.latencies, lines).map_err(|e| format!("{}: {e}", o.latencies))?;
+            Ok(nanos.len())
+        })
+    } else {
+        rt.block_on(run(&o))
+    };
     let seconds = start.elapsed().as_secs_f64();
     match result.and_then(|messages| Ok((messages, nsq_benchmarks::cpu_seconds()?))) {
         Ok((messages, cpu)) => {

@@ -5,6 +5,8 @@
 //
 //	nsq-bench-client --nsqd HOST:PORT --topic T --mode awaited|pipelined|mpub|consume
 //	                 --callers N --batch K --count M --size B [--window W] [--channel C]
+//	nsq-bench-client --nsqd HOST:PORT --topic T --mode latency --rate R --count M --size B
+//	                 --latencies FILE [--max-in-flight F] [--channel C] [--low-latency on|off]
 //
 // awaited:   N goroutines, each calls Publish (which waits for nsqd's answer) in a loop.
 // pipelined: N goroutines, each keeps up to W PublishAsync calls outstanding; every call has
@@ -16,6 +18,16 @@
 //
 //	messages were handled.
 //
+// latency:   a Producer publishing R messages a second (PublishAsync: every millisecond the
+//
+//	messages due by then) and a Consumer (MaxInFlight F, default 200) on T/C in the same
+//	process. Each body starts with the message's number and the nanoseconds from the
+//	program's start to its publish, big-endian uint64s. The first R messages (one second)
+//	are not counted; the latency (arrival minus publish) of each of the next M is written to
+//	FILE, one number of nanoseconds a line. --low-latency on sets OutputBufferSize and
+//	OutputBufferTimeout to -1 (nsqd does not buffer the consumer's messages). The protocol
+//	is nsq-benchmarks' latency module's.
+//
 // Messages are B bytes; M is the total over all goroutines (rounded up to whole batches).
 // One JSON line goes to stdout: {"client","mode","messages","seconds","cpu_seconds"}, where
 // cpu_seconds is this process's user+system time (getrusage) at the end. Logs go to stderr.
@@ -23,6 +35,8 @@
 package main
 
 import (
+	"bufio"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -47,6 +61,11 @@ type options struct {
 	count   int
 	size    int
 	window  int
+	// latency mode
+	rate        int
+	maxInFlight int
+	lowLatency  string
+	latencies   string
 }
 
 type report struct {
@@ -71,6 +90,10 @@ func main() {
 	fs.IntVar(&o.count, "count", 0, "messages in total")
 	fs.IntVar(&o.size, "size", 100, "message body bytes")
 	fs.IntVar(&o.window, "window", 1000, "outstanding publishes per goroutine (pipelined, mpub)")
+	fs.IntVar(&o.rate, "rate", 0, "messages a second (latency)")
+	fs.IntVar(&o.maxInFlight, "max-in-flight", 200, "consumer MaxInFlight (latency)")
+	fs.StringVar(&o.lowLatency, "low-latency", "off", "on: no output buffering in nsqd (latency)")
+	fs.StringVar(&o.latencies, "latencies", "", "file for the latencies (latency)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
 	}
@@ -87,6 +110,13 @@ func main() {
 		messages, err = publish(o)
 	case "consume":
 		messages, err = consume(o)
+	case "latency":
+		if o.rate <= 0 || o.latencies == "" || o.size < 16 ||
+			(o.lowLatency != "on" && o.lowLatency != "off") {
+			logger.Printf("usage error: --mode latency needs --rate, --latencies and --size >= 16")
+			os.Exit(2)
+		}
+		messages, err = latency(o, start)
 	default:
 		logger.Printf("usage error: unknown --mode %q", o.mode)
 		os.Exit(2)
@@ -239,4 +269,146 @@ func consume(o options) (int64, error) {
 	c.Stop()
 	<-c.StopChan
 	return atomic.LoadInt64(&h.seen), nil
+}
+
+// probe measures each counted message's latency and finishes every message.
+type probe struct {
+	start         time.Time
+	warmup, total uint64
+	want          int
+	mu            sync.Mutex
+	nanos         []uint64
+	done          chan struct{}
+	once          sync.Once
+}
+
+func (p *probe) HandleMessage(m *nsq.Message) error {
+	arrived := uint64(time.Since(p.start).Nanoseconds())
+	if len(m.Body) < 16 {
+		return nil
+	}
+	number := binary.BigEndian.Uint64(m.Body[:8])
+	sent := binary.BigEndian.Uint64(m.Body[8:16])
+	if number < p.warmup || number >= p.total {
+		return nil
+	}
+	lat := uint64(0)
+	if arrived > sent {
+		lat = arrived - sent
+	}
+	p.mu.Lock()
+	p.nanos = append(p.nanos, lat)
+	n := len(p.nanos)
+	p.mu.Unlock()
+	if n == p.want {
+		p.once.Do(func() { close(p.done) })
+	}
+	return nil // FIN
+}
+
+func latency(o options, start time.Time) (int64, error) {
+	ccfg := nsq.NewConfig()
+	ccfg.MaxInFlight = o.maxInFlight
+	if o.lowLatency == "on" {
+		ccfg.OutputBufferSize = -1
+		ccfg.OutputBufferTimeout = -1
+	}
+	c, err := nsq.NewConsumer(o.topic, o.channel, ccfg)
+	if err != nil {
+		return 0, err
+	}
+	c.SetLogger(logger, nsq.LogLevelWarning)
+	warmup, total := uint64(o.rate), uint64(o.rate+o.count)
+	h := &probe{start: start, warmup: warmup, total: total, want: o.count,
+		nanos: make([]uint64, 0, o.count), done: make(chan struct{})}
+	c.AddHandler(h)
+	if err := c.ConnectToNSQD(o.nsqd); err != nil {
+		return 0, err
+	}
+	p, err := nsq.NewProducer(o.nsqd, nsq.NewConfig())
+	if err != nil {
+		return 0, err
+	}
+	p.SetLogger(logger, nsq.LogLevelWarning)
+	answers := make(chan *nsq.ProducerTransaction, 4096)
+	failed := make(chan error, 1)
+	answered := make(chan struct{})
+	go func() {
+		n := uint64(0)
+		for t := range answers {
+			if t.Error != nil {
+				select {
+				case failed <- t.Error:
+				default:
+				}
+			}
+			if n++; n == total {
+				close(answered)
+			}
+		}
+	}()
+	go func() {
+		began := time.Now()
+		for next := uint64(0); next < total; {
+			due := uint64(time.Since(began).Seconds() * float64(o.rate))
+			if due > total {
+				due = total
+			}
+			for ; next < due; next++ {
+				body := make([]byte, o.size)
+				for i := 16; i < o.size; i++ {
+					body[i] = 'x'
+				}
+				binary.BigEndian.PutUint64(body[:8], next)
+				binary.BigEndian.PutUint64(body[8:16], uint64(time.Since(start).Nanoseconds()))
+				if err := p.PublishAsync(o.topic, body, answers); err != nil {
+					select {
+					case failed <- err:
+					default:
+					}
+				}
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	patience := 10*time.Second + time.Duration(float64(total)/float64(o.rate)*float64(time.Second))
+	select {
+	case <-h.done:
+	case err := <-failed:
+		return 0, err
+	case <-time.After(patience):
+		return 0, errors.New("timed out before every counted message arrived")
+	}
+	select {
+	case <-answered:
+	case err := <-failed:
+		return 0, err
+	case <-time.After(patience):
+		return 0, errors.New("timed out before every publish was answered")
+	}
+	c.Stop()
+	<-c.StopChan
+	p.Stop()
+	select {
+	case err := <-failed:
+		return 0, err
+	default:
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	f, err := os.Create(o.latencies)
+	if err != nil {
+		return 0, err
+	}
+	w := bufio.NewWriter(f)
+	for _, n := range h.nanos {
+		fmt.Fprintln(w, n)
+	}
+	if err := w.Flush(); err != nil {
+		return 0, err
+	}
+	if err := f.Close(); err != nil {
+		return 0, err
+	}
+	return int64(len(h.nanos)), nil
 }

@@ -5,6 +5,8 @@
 //! ```text
 //! tokio-nsq-bench --nsqd HOST:PORT --topic T --mode awaited|pipelined|mpub|consume
 //!                 --callers N --batch K --count M --size B [--window W] [--channel C]
+//! tokio-nsq-bench --nsqd HOST:PORT --topic T --mode latency --rate R --count M --size B
+//!                 --latencies FILE [--max-in-flight F] [--channel C]
 //! ```
 //!
 //! tokio-nsq's `NSQProducer` takes `&mut self` both to queue a publish and to read its events,
@@ -18,6 +20,14 @@
 //! tokio-nsq queues a FIN and writes it out on its next flush (every 250 ms by default), so the
 //! program waits a second after the last one before it exits; that wait is not in `seconds`,
 //! which ends when the last FIN was handed to tokio-nsq.
+//!
+//! latency: an `NSQProducer` publishing R messages a second (every millisecond, or sooner when
+//! an answer arrives, the messages due by then) and an `NSQConsumer` (max_in_flight F, default
+//! 200) on T/C in the same process, with the body and counting of nsq-benchmarks' latency
+//! module: each body starts with its number and the nanoseconds from the start to its
+//! publish (big-endian u64s); the first R messages are not counted, the latencies of the next
+//! M go to FILE in nanoseconds, one a line. tokio-nsq has no setting for nsqd's output
+//! buffering, so there is no `--low-latency`.
 //!
 //! Prints one JSON line `{"client","mode","messages","seconds","cpu_seconds"}`; cpu_seconds is
 //! this process's user+system time from getrusage(RUSAGE_SELF) at the end. Logs to stderr.
@@ -40,6 +50,9 @@ struct Opts {
     count: usize,
     size: usize,
     window: usize,
+    rate: usize,
+    max_in_flight: u32,
+    latencies: String,
 }
 
 fn parse_args() -> Result<Opts, String> {
@@ -53,6 +66,9 @@ fn parse_args() -> Result<Opts, String> {
         count: 0,
         size: 100,
         window: 1000,
+        rate: 0,
+        max_in_flight: 200,
+        latencies: String::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -74,11 +90,19 @@ fn parse_args() -> Result<Opts, String> {
             "--count" => o.count = num()?,
             "--size" => o.size = num()?,
             "--window" => o.window = num()?,
+            "--rate" => o.rate = num()?,
+            "--max-in-flight" => {
+                o.max_in_flight = u32::try_from(num()?).map_err(|e| format!("{flag}: {e}"))?;
+            }
+            "--latencies" => o.latencies = value.clone(),
             other => return Err(format!("unknown option {other}")),
         }
     }
     if o.nsqd.is_empty() || o.topic.is_empty() || o.count == 0 {
         return Err("--nsqd, --topic and --count are needed".into());
+    }
+    if o.mode == "latency" && (o.rate == 0 || o.latencies.is_empty() || o.size < 16) {
+        return Err("--mode latency needs --rate, --latencies and --size >= 16".into());
     }
     Ok(o)
 }
@@ -160,6 +184,77 @@ async fn consume(o: &Opts, end: &mut Option<Instant>) -> Result<usize, String> {
     Ok(seen)
 }
 
+/// Publishes at `--rate` and consumes in the same process; writes the counted latencies.
+async fn latency(o: &Opts, start: Instant) -> Result<usize, String> {
+    let topic = NSQTopic::new(o.topic.clone()).ok_or("bad topic name")?;
+    let channel = NSQChannel::new(o.channel.clone()).ok_or("bad channel name")?;
+    let mut consumer = NSQConsumerConfig::new(topic.clone(), channel)
+        .set_max_in_flight(o.max_in_flight)
+        .set_sources(NSQConsumerConfigSources::Daemons(vec![o.nsqd.clone()]))
+        .build();
+    let mut producer = NSQProducerConfig::new(o.nsqd.clone()).build();
+    match next_event(&mut producer).await? {
+        NSQEvent::Healthy() => {}
+        other => return Err(format!("expected Healthy, got {other:?}")),
+    }
+    let nanos = move || u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    let (warmup, count, rate, size) = (o.rate as u64, o.count as u64, o.rate as f64, o.size);
+    let total = warmup + count;
+    let publisher = tokio::spawn(async move {
+        let began = Instant::now();
+        let (mut next, mut acked) = (0u64, 0u64);
+        while acked < total {
+            let due = ((began.elapsed().as_secs_f64() * rate) as u64).min(total);
+            while next < due {
+                let mut body = Vec::with_capacity(size);
+                body.extend_from_slice(&next.to_be_bytes());
+                body.extend_from_slice(&nanos().to_be_bytes());
+                body.resize(size, b'x');
+                producer
+                    .publish(&topic, body)
+                    .await
+                    .map_err(|e| format!("publish: {e}"))?;
+                next += 1;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(1)), if next < total => {}
+                event = next_event(&mut producer) => match event? {
+                    NSQEvent::Ok() => acked += 1,
+                    other => return Err(format!("expected Ok, got {other:?}")),
+                },
+            }
+        }
+        Ok::<(), String>(())
+    });
+    let mut latencies = Vec::with_capacity(o.count);
+    let patience = Duration::from_secs(10) + Duration::from_secs_f64(total as f64 / rate);
+    let deadline = Instant::now() + patience;
+    while latencies.len() < o.count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let message = tokio::time::timeout(left, consumer.consume_filtered())
+            .await
+            .map_err(|_| format!("{} of {} counted messages arrived", latencies.len(), o.count))?
+            .ok_or("consumer closed")?;
+        let arrived = nanos();
+        let stamp = |at: usize| {
+            message
+                .body
+                .get(at..at + 8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+        };
+        let (number, sent) = stamp(0).zip(stamp(8)).ok_or("not a probe body")?;
+        message.finish().await;
+        if (warmup..total).contains(&number) {
+            latencies.push(arrived.saturating_sub(sent));
+        }
+    }
+    publisher.await.map_err(|e| e.to_string())??;
+    let lines: String = latencies.iter().map(|n| format!("{n}\n")).collect();
+    std::fs::write(&o.latencies, lines).map_err(|e| format!("{}: {e}", o.latencies))?;
+    Ok(latencies.len())
+}
+
 fn main() -> ExitCode {
     let o = match parse_args() {
         Ok(o) => o,
@@ -178,6 +273,8 @@ fn main() -> ExitCode {
     let result = rt.block_on(async {
         if o.mode == "consume" {
             consume(&o, &mut end).await
+        } else if o.mode == "latency" {
+            latency(&o, start).await
         } else {
             publish(&o).await
         }
