@@ -102,7 +102,11 @@ fn variants() -> Result<Vec<Variant>, String> {
             ours: true,
         },
     ];
-    let peer = |var: &str| std::env::var_os(var).map(PathBuf::from).filter(|p| p.exists());
+    let peer = |var: &str| {
+        std::env::var_os(var)
+            .map(PathBuf::from)
+            .filter(|p| p.exists())
+    };
     match peer("NSQ_GO_BENCH") {
         Some(go) => {
             out.push(Variant {
@@ -156,11 +160,8 @@ impl Bench {
     fn run(&mut self, v: &Variant, rate: u32) -> Result<Sample, String> {
         self.runs += 1;
         let topic = format!("latency{}", self.runs);
-        let file = std::env::temp_dir().join(format!(
-            "nsq-latency-{}-{}",
-            std::process::id(),
-            self.runs
-        ));
+        let file =
+            std::env::temp_dir().join(format!("nsq-latency-{}-{}", std::process::id(), self.runs));
         let mut args: Vec<String> = [
             "--nsqd",
             &self.nsqd.tcp_addr.to_string(),
@@ -198,8 +199,8 @@ impl Bench {
         let report = result?;
         let mut nanos = read_latencies(&file);
         let _ = std::fs::remove_file(&file);
-        let p = percentiles(nanos.as_mut().map_err(|e| e.clone())?)
-            .ok_or("no latencies reported")?;
+        let p =
+            percentiles(nanos.as_mut().map_err(|e| e.clone())?).ok_or("no latencies reported")?;
         let client_cpu = report["cpu_seconds"].as_f64().ok_or("no cpu_seconds")?;
         let seconds = report["seconds"].as_f64().ok_or("no seconds")?;
         Ok(Sample {
@@ -241,7 +242,10 @@ fn main() -> ExitCode {
             Broker::Lite => sibling_binary("nsq-server-lite", "nsqd").ok(),
         };
         let Some(bin) = bin else {
-            eprintln!("no binary for {}: NSQD_BIN unset or lite not built", broker.name());
+            eprintln!(
+                "no binary for {}: NSQD_BIN unset or lite not built",
+                broker.name()
+            );
             failed = true;
             continue;
         };
@@ -249,7 +253,10 @@ fn main() -> ExitCode {
             o: o.clone(),
             nsqd: RealNsqd::start(&bin, &[]),
             runs: 0,
-            rt: match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            rt: match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(why) => {
                     eprintln!("nsq-latency-bench: runtime: {why}");

@@ -257,7 +257,8 @@ async fn latency(o: &Opts, start: Instant) -> Result<Vec<u64>, String> {
             while next < total {
                 let due = ((began.elapsed().as_secs_f64() * rate) as u64).min(total);
                 while next < due {
-                    let (producer, topic, failed) = (producer.clone(), topic.clone(), failed.clone());
+                    let (producer, topic, failed) =
+                        (producer.clone(), topic.clone(), failed.clone());
                     let msg = body(next, nanos(), size);
                     tokio::spawn(async move {
                         if producer.publish(&topic, msg).await.is_err() {
@@ -288,7 +289,13 @@ async fn latency(o: &Opts, start: Instant) -> Result<Vec<u64>, String> {
     publisher.await.map_err(|e| e.to_string())?;
     consumer.stop().await;
     producer.stop().await;
-    counted.map_err(|_| format!("{} of {} counted messages arrived", latencies.len(), o.count))??;
+    counted.map_err(|_| {
+        format!(
+            "{} of {} counted messages arrived",
+            latencies.len(),
+            o.count
+        )
+    })??;
     match failed.load(Ordering::Relaxed) {
         0 => Ok(latencies),
         n => Err(format!("{n} publishes failed")),
@@ -353,10 +360,10 @@ fn main() -> ExitCode {
             .map_err(|e| e.to_string())
             .and_then(|probed| probed)
             .and_then(|nanos| {
-            let lines: String = nanos.iter().map(|n| format!("{n}\n")).collect();
-            std::fs::write(&o.latencies, lines).map_err(|e| format!("{}: {e}", o.latencies))?;
-            Ok(nanos.len())
-        })
+                let lines: String = nanos.iter().map(|n| format!("{n}\n")).collect();
+                std::fs::write(&o.latencies, lines).map_err(|e| format!("{}: {e}", o.latencies))?;
+                Ok(nanos.len())
+            })
     } else {
         rt.block_on(run(&o))
     };

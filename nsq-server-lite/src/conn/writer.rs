@@ -76,6 +76,11 @@ pub(super) struct OutputWriter {
     heartbeat: Option<Interval>,
     /// When buffered messages must go out (the output buffer timeout); `None` when nothing waits.
     flush_at: Option<Instant>,
+    /// Where the output buffer timer's ticks count from: nsqd's `messagePump` runs a ticker of
+    /// the timeout, started with the connection and again after IDENTIFY, and flushes a dirty
+    /// buffer on each tick. A message is flushed at the next tick, not a whole timeout after it
+    /// was buffered.
+    ticks_from: Instant,
 }
 
 impl OutputWriter {
@@ -90,6 +95,7 @@ impl OutputWriter {
             buf: BytesMut::with_capacity(cfg.output_buffer_size.max(4096)),
             heartbeat: heartbeat_timer(cfg.heartbeat_interval),
             flush_at: None,
+            ticks_from: Instant::now(),
             cfg,
         }
     }
@@ -159,7 +165,10 @@ impl OutputWriter {
                         _ if flush => flush_now = true,
                         None => flush_now = true,
                         Some(t) => {
-                            self.flush_at.get_or_insert_with(|| Instant::now() + t);
+                            let ticks_from = self.ticks_from;
+                            self.flush_at.get_or_insert_with(|| {
+                                next_tick_after(ticks_from, t, Instant::now())
+                            });
                         }
                     }
                 }
@@ -167,6 +176,7 @@ impl OutputWriter {
                     self.write_out().await?;
                     self.cfg = writer;
                     self.heartbeat = heartbeat_timer(self.cfg.heartbeat_interval);
+                    self.ticks_from = Instant::now();
                     if let Some(handover) = handover {
                         // Everything before is written out; what follows waits for the
                         // upgraded stream.
@@ -238,6 +248,14 @@ async fn next_tick(timer: &mut Option<Interval>) {
 }
 
 /// Sleeps until `at`; forever when there is nothing to flush.
+/// The first tick after `now` of a ticker of `period` started at `from`.
+fn next_tick_after(from: Instant, period: Duration, now: Instant) -> Instant {
+    let period_ns = period.as_nanos().max(1);
+    let ticks = now.saturating_duration_since(from).as_nanos() / period_ns + 1;
+    let ticks = u32::try_from(ticks).unwrap_or(u32::MAX);
+    from + period.saturating_mul(ticks)
+}
+
 async fn sleep_until_some(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -251,4 +269,60 @@ fn heartbeat_timer(interval: Option<Duration>) -> Option<Interval> {
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         timer
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[test]
+    fn ticks_count_from_the_start_of_the_timer() {
+        let from = Instant::now();
+        let period = Duration::from_millis(250);
+        let at = |ms| next_tick_after(from, period, from + Duration::from_millis(ms));
+        assert_eq!(at(0), from + period);
+        assert_eq!(at(10), from + period);
+        assert_eq!(at(249), from + period);
+        assert_eq!(
+            at(250),
+            from + 2 * period,
+            "a tick that has just passed is gone"
+        );
+        assert_eq!(at(1_100), from + 5 * period);
+    }
+
+    /// A message buffered 30 ms into a 100 ms timer goes out at its first tick, 70 ms later,
+    /// as nsqd's ticker has it, and one buffered after it waits only for the next tick.
+    #[tokio::test(start_paused = true)]
+    async fn buffered_messages_go_out_on_the_timer_s_next_tick() {
+        let (ours, mut client) = tokio::io::duplex(1 << 16);
+        let (_rd, wr) = tokio::io::split(Box::new(ours) as BoxedIo);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let cfg = WriterConfig {
+            heartbeat_interval: None,
+            output_buffer_size: 16 * 1024,
+            output_buffer_timeout: Some(Duration::from_millis(100)),
+        };
+        let started = Instant::now();
+        let writer = tokio::spawn(OutputWriter::new(wr, rx, cfg).run(CancellationToken::new()));
+        let mut buf = [0u8; 16];
+        for (sent_at, flushed_at) in [(30, 100), (120, 200), (290, 300)] {
+            tokio::time::sleep_until(started + Duration::from_millis(sent_at)).await;
+            tx.send(Outbound::Messages {
+                frames: Bytes::from_static(b"frame"),
+                flush: false,
+            })
+            .unwrap();
+            let n = client.read(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], b"frame");
+            assert_eq!(
+                Instant::now() - started,
+                Duration::from_millis(flushed_at),
+                "buffered at {sent_at} ms"
+            );
+        }
+        drop(tx);
+        writer.await.unwrap();
+    }
 }

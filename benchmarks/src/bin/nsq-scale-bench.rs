@@ -1,0 +1,406 @@
+//! One `Consumer` over many nsqd: 1, 10, 50 and 100 brokers (nsqd 1.3.0 processes and
+//! nsq-server-lite's `nsqd` binary, each a process on loopback with default flags).
+//!
+//! For every broker count `N`, each scenario runs `--runs` times on a fresh topic that holds
+//! `--messages / N` messages on every broker, published beforehand:
+//!
+//! * **throughput** (`max_in_flight` 2500): a Stream consumer over the `N` addresses finishes
+//!   every message. Rate of the middle 80 % of the messages (as the other consume benches),
+//!   and the client's CPU per message over the whole run; nothing else runs in the process
+//!   meanwhile. Its ratios are to the 1-broker figures. Memory per connection: the growth of
+//!   the process's resident set from before the consumer was built to the end of the run (its
+//!   buffers grown by the traffic), divided by `N`.
+//! * **Σ RDY** (`max_in_flight` 2500, then `max_in_flight` N / 2): the same consumer while
+//!   a sampler sweeps every broker's `/stats` every 100 ms (all brokers at once) and adds up
+//!   the RDY of the channel's clients. A sweep is not one instant: RDY moving from one
+//!   connection to another between two brokers' answers can be counted twice, so the
+//!   consumer's own `ConsumerStats::total_rdy`, read with each sweep, is shown beside it.
+//! * **starvation** (`max_in_flight` N / 2, fewer than the brokers, so that RDY must rotate):
+//!   200 messages on every broker; for each broker, the longest wait for its next message
+//!   (from the start, then between deliveries) while it still held messages.
+//!
+//! ```sh
+//! source ~/.cache/nsq-rs-peers/env.sh
+//! cargo run --release -p nsq-benchmarks --bin nsq-scale-bench -- --runs 3
+//! ```
+// A benchmark reports on stdout: that is its output, not stray debugging.
+#![allow(clippy::print_stdout)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Parser;
+use futures::StreamExt;
+use nsq_benchmarks::{cpu_seconds, median, sibling_binary};
+use nsq_client::{Channel, Consumer, ConsumerConfig, Producer, ProducerConfig, Topic};
+use nsq_tests::{http, RealNsqd};
+
+/// One consumer over many nsqd: throughput, CPU, Σ RDY, memory and starvation.
+#[derive(Debug, Clone, Parser)]
+struct Opts {
+    /// Runs of every scenario; the table shows medians.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    runs: u32,
+    /// Broker counts, comma separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 10, 50, 100])]
+    counts: Vec<usize>,
+    /// Messages per throughput run, over all brokers.
+    #[arg(long, default_value_t = 200_000)]
+    messages: usize,
+    /// Message body bytes.
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Brokers, comma separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [Broker::Lite, Broker::Nsqd])]
+    brokers: Vec<Broker>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Broker {
+    /// nsqd 1.3.0 (`NSQD_BIN`).
+    Nsqd,
+    /// nsq-server-lite's `nsqd` binary.
+    Lite,
+}
+
+impl std::fmt::Display for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Broker::Nsqd => "nsqd",
+            Broker::Lite => "lite",
+        })
+    }
+}
+
+impl Broker {
+    fn name(self) -> &'static str {
+        match self {
+            Broker::Nsqd => "nsqd 1.3.0",
+            Broker::Lite => "nsq-server-lite",
+        }
+    }
+
+    fn binary(self) -> Result<PathBuf, String> {
+        match self {
+            Broker::Nsqd => std::env::var_os("NSQD_BIN")
+                .map(PathBuf::from)
+                .ok_or_else(|| "NSQD_BIN is not set".to_owned()),
+            Broker::Lite => sibling_binary("nsq-server-lite", "nsqd"),
+        }
+    }
+}
+
+/// The resident set of this process, in bytes.
+fn resident_bytes() -> Result<u64, String> {
+    let statm = std::fs::read_to_string("/proc/self/statm").map_err(|e| e.to_string())?;
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .ok_or("bad /proc/self/statm")?;
+    Ok(pages * 4096)
+}
+
+struct Cluster {
+    brokers: Vec<RealNsqd>,
+    topics: usize,
+    body: Bytes,
+}
+
+/// A consume run's figures.
+#[derive(Debug, Default, Clone, Copy)]
+struct Throughput {
+    rate: f64,
+    cpu_per_100k: f64,
+    bytes_per_conn: f64,
+}
+
+impl Cluster {
+    fn addrs(&self) -> Vec<String> {
+        self.brokers
+            .iter()
+            .map(|b| b.tcp_addr.to_string())
+            .collect()
+    }
+
+    /// A fresh topic with `per_broker` messages on every broker.
+    async fn fill(&mut self, per_broker: usize) -> Result<Topic, String> {
+        self.topics += 1;
+        let topic = Topic::new(format!("scale{}", self.topics)).map_err(|e| e.to_string())?;
+        let fills = self.brokers.iter().map(|b| {
+            let (topic, body) = (topic.clone(), self.body.clone());
+            let addr = b.tcp_addr.to_string();
+            async move {
+                let producer =
+                    Producer::new(addr, ProducerConfig::default()).map_err(|e| e.to_string())?;
+                let mut left = per_broker;
+                while left > 0 {
+                    let n = left.min(500);
+                    producer
+                        .multi_publish(&topic, vec![body.clone(); n])
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    left -= n;
+                }
+                producer.stop().await;
+                Ok::<(), String>(())
+            }
+        });
+        for result in futures::future::join_all(fills).await {
+            result?;
+        }
+        Ok(topic)
+    }
+
+    async fn delete(&self, topic: &Topic) {
+        for b in &self.brokers {
+            let path = format!("/topic/delete?topic={topic}");
+            let _ = http::request(b.http_addr, "POST", &path).await;
+        }
+    }
+
+    fn consumer(&self, topic: &Topic, max_in_flight: u32) -> Result<Consumer, String> {
+        let mut builder = Consumer::builder(topic.clone(), Channel::new("c").expect("channel"))
+            .config(ConsumerConfig::default().max_in_flight(max_in_flight));
+        for addr in self.addrs() {
+            builder = builder.nsqd(addr);
+        }
+        builder.build().map_err(|e| e.to_string())
+    }
+
+    /// Σ RDY of the channel's clients over every broker, one sweep.
+    async fn rdy_sweep(&self, topic: &Topic) -> Result<u64, String> {
+        let path = format!("/stats?format=json&topic={topic}&channel=c");
+        let sweeps = self
+            .brokers
+            .iter()
+            .map(|b| http::json(b.http_addr, "GET", &path));
+        let mut total = 0;
+        for stats in futures::future::join_all(sweeps).await {
+            let stats = stats?;
+            for t in stats["topics"].as_array().into_iter().flatten() {
+                for c in t["channels"].as_array().into_iter().flatten() {
+                    for client in c["clients"].as_array().into_iter().flatten() {
+                        total += client["ready_count"].as_u64().unwrap_or(0);
+                    }
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    /// Consumes `count` messages; with `sample`, sweeps Σ RDY meanwhile and returns the
+    /// largest seen by the sweeps and by the consumer itself.
+    async fn consume(
+        &mut self,
+        max_in_flight: u32,
+        count: usize,
+        sample: bool,
+    ) -> Result<(Throughput, Option<(u64, u64)>), String> {
+        let n = self.brokers.len();
+        let topic = self.fill(count / n).await?;
+        let count = count / n * n;
+        let rss0 = resident_bytes()?;
+        let cpu0 = cpu_seconds()?;
+        let mut consumer = self.consumer(&topic, max_in_flight)?;
+        let handle = consumer.handle();
+        let done = Arc::new(AtomicBool::new(false));
+        let sampler = sample.then(|| {
+            let (done, handle) = (done.clone(), handle.clone());
+            let cluster: &Cluster = self;
+            let topic = topic.clone();
+            async move {
+                let (mut swept, mut own) = (0, 0);
+                while !done.load(Ordering::Relaxed) {
+                    own = own.max(u64::from(handle.stats().total_rdy));
+                    swept = swept.max(cluster.rdy_sweep(&topic).await?);
+                    own = own.max(u64::from(handle.stats().total_rdy));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Ok::<(u64, u64), String>((swept, own))
+            }
+        });
+        let (tenth, ninth) = (count / 10, count - count / 10);
+        let reading = async {
+            let (mut started, mut middle) = (Instant::now(), Duration::ZERO);
+            for received in 1..=count {
+                let msg = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+                    .await
+                    .map_err(|_| format!("stalled after {received} messages"))?
+                    .ok_or("the consumer stopped")?;
+                msg.finish().map_err(|e| e.to_string())?;
+                if received == tenth {
+                    started = Instant::now();
+                } else if received == ninth {
+                    middle = started.elapsed();
+                }
+            }
+            done.store(true, Ordering::Relaxed);
+            Ok::<Duration, String>(middle)
+        };
+        let (middle, rdy) = match sampler {
+            Some(sampler) => {
+                let (middle, rdy) = futures::join!(reading, sampler);
+                (middle?, Some(rdy?))
+            }
+            None => (reading.await?, None),
+        };
+        let rss = resident_bytes()?.saturating_sub(rss0);
+        consumer.stop().await;
+        let cpu = cpu_seconds()? - cpu0;
+        self.delete(&topic).await;
+        let share = (ninth - tenth).max(1) as f64 / count as f64;
+        Ok((
+            Throughput {
+                rate: count as f64 / (middle.as_secs_f64() / share),
+                cpu_per_100k: cpu * 100_000.0 / count as f64,
+                bytes_per_conn: rss as f64 / n as f64,
+            },
+            rdy,
+        ))
+    }
+
+    /// With fewer RDY than brokers: the longest any broker with messages left waited for its
+    /// next delivery.
+    async fn starvation(
+        &mut self,
+        max_in_flight: u32,
+        per_broker: usize,
+    ) -> Result<Duration, String> {
+        let topic = self.fill(per_broker).await?;
+        let mut consumer = self.consumer(&topic, max_in_flight)?;
+        let start = Instant::now();
+        let mut last: HashMap<String, (Instant, usize)> =
+            self.addrs().into_iter().map(|a| (a, (start, 0))).collect();
+        let mut worst = Duration::ZERO;
+        for received in 0..per_broker * self.brokers.len() {
+            let msg = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+                .await
+                .map_err(|_| format!("stalled after {received} messages"))?
+                .ok_or("the consumer stopped")?;
+            let now = Instant::now();
+            let entry = last
+                .get_mut(msg.nsqd_addr())
+                .ok_or_else(|| format!("a message from {}", msg.nsqd_addr()))?;
+            worst = worst.max(now - entry.0);
+            *entry = (now, entry.1 + 1);
+            msg.finish().map_err(|e| e.to_string())?;
+            // Brokers still holding messages have been waiting since their last delivery.
+            for (at, got) in last.values() {
+                if *got < per_broker {
+                    worst = worst.max(now - *at);
+                }
+            }
+        }
+        consumer.stop().await;
+        self.delete(&topic).await;
+        Ok(worst)
+    }
+}
+
+fn med(values: impl Iterator<Item = f64>) -> f64 {
+    median(values.collect()).unwrap_or(f64::NAN)
+}
+
+async fn bench(o: &Opts, broker: Broker, baseline: &mut Option<Throughput>) -> Result<(), String> {
+    let bin = broker.binary()?;
+    for &n in &o.counts {
+        let brokers = {
+            let bin = bin.clone();
+            tokio::task::spawn_blocking(move || {
+                (0..n)
+                    .map(|_| RealNsqd::start(&bin, &[]))
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(|e| e.to_string())?
+        };
+        let mut cluster = Cluster {
+            brokers,
+            topics: 0,
+            body: Bytes::from(vec![b'x'; o.size]),
+        };
+        let low = u32::try_from((n / 2).max(1)).unwrap_or(u32::MAX);
+        let (mut runs, mut sweeps, mut low_sweeps, mut waits) = (vec![], vec![], vec![], vec![]);
+        for _ in 0..o.runs {
+            runs.push(cluster.consume(2500, o.messages, false).await?.0);
+            if let (_, Some(rdy)) = cluster.consume(2500, o.messages, true).await? {
+                sweeps.push(rdy);
+            }
+            if n > 1 {
+                if let (_, Some(rdy)) = cluster.consume(low, o.messages / 10, true).await? {
+                    low_sweeps.push(rdy);
+                }
+                waits.push(cluster.starvation(low, 200).await?);
+            }
+        }
+        let t = Throughput {
+            rate: med(runs.iter().map(|r| r.rate)),
+            cpu_per_100k: med(runs.iter().map(|r| r.cpu_per_100k)),
+            bytes_per_conn: med(runs.iter().map(|r| r.bytes_per_conn)),
+        };
+        let base = *baseline.get_or_insert(t);
+        let max = |v: &[(u64, u64)]| {
+            let swept = v.iter().map(|r| r.0).max().unwrap_or(0);
+            let own = v.iter().map(|r| r.1).max().unwrap_or(0);
+            format!("{swept} / {own}")
+        };
+        println!(
+            "| {} | {n} | {:.0} | {:.2}× | {:.3} | {:.2}× | {:.1} | {} (≤ 2500) | {} | {} |",
+            broker.name(),
+            t.rate,
+            t.rate / base.rate,
+            t.cpu_per_100k,
+            t.cpu_per_100k / base.cpu_per_100k,
+            t.bytes_per_conn / 1024.0,
+            max(&sweeps),
+            if n > 1 {
+                format!("{} (≤ {low})", max(&low_sweeps))
+            } else {
+                "–".to_owned()
+            },
+            if n > 1 {
+                let worst = waits.iter().max().copied().unwrap_or_default();
+                format!("{} ms", worst.as_millis())
+            } else {
+                "–".to_owned()
+            },
+        );
+        drop(cluster);
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let o = Opts::parse();
+    let started = Instant::now();
+    println!(
+        "{} messages of {} B per throughput run, {} runs; medians (Σ RDY: the largest of every run)",
+        o.messages, o.size, o.runs
+    );
+    println!();
+    println!("| Broker | nsqd | msgs/s | ÷ 1 nsqd | client CPU s per 100k msgs | ÷ 1 nsqd | client KiB per connection | Σ RDY max, swept / own (max_in_flight 2500) | Σ RDY max (max_in_flight N/2) | longest wait of an nsqd with messages (max_in_flight N/2) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---|---|---:|");
+    let mut failed = false;
+    for &broker in &o.brokers {
+        // Ratios are to this broker's own 1-nsqd figures.
+        let mut baseline = None;
+        if let Err(why) = bench(&o, broker, &mut baseline).await {
+            eprintln!("{}: {why}", broker.name());
+            failed = true;
+        }
+    }
+    println!();
+    println!("took {:.0} s", started.elapsed().as_secs_f64());
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
