@@ -387,7 +387,7 @@ fn go_duration_seconds(d: &str) -> Option<f64> {
 }
 
 /// Runs bench_writer or bench_reader; its measure of the run, or why it failed.
-fn run_nsq_bench(program: &PathBuf, args: &[String]) -> Result<BenchLog, String> {
+fn run_nsq_bench(program: &std::path::Path, args: &[String]) -> Result<BenchLog, String> {
     let (_, stderr) = run_program(program, args)?;
     parse_bench_log(&stderr).ok_or_else(|| {
         format!(

@@ -7,9 +7,12 @@
 //! * **throughput** (`max_in_flight` 2500): a Stream consumer over the `N` addresses finishes
 //!   every message. Rate of the middle 80 % of the messages (as the other consume benches),
 //!   and the client's CPU per message over the whole run; nothing else runs in the process
-//!   meanwhile. Its ratios are to the 1-broker figures. Memory per connection: the growth of
-//!   the process's resident set from before the consumer was built to the end of the run (its
-//!   buffers grown by the traffic), divided by `N`.
+//!   meanwhile. Its ratios are to the 1-broker figures. Memory per connection, busy: the
+//!   growth of the process's resident set from before the consumer was built to the end of
+//!   the run (buffers grown by the traffic), divided by `N`.
+//! * **idle memory**: the same growth for a consumer of an empty topic, once it is connected
+//!   to every broker, divided by `N`, in a fresh process of this program (`--idle-probe`), so
+//!   that memory the allocator kept from earlier runs does not hide it.
 //! * **Σ RDY** (`max_in_flight` 2500, then `max_in_flight` N / 2): the same consumer while
 //!   a sampler sweeps every broker's `/stats` every 100 ms (all brokers at once) and adds up
 //!   the RDY of the channel's clients. A sweep is not one instant: RDY moving from one
@@ -50,7 +53,7 @@ struct Opts {
     #[arg(long, value_delimiter = ',', default_values_t = [1, 10, 50, 100])]
     counts: Vec<usize>,
     /// Messages per throughput run, over all brokers.
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, default_value_t = 1_000_000)]
     messages: usize,
     /// Message body bytes.
     #[arg(long, default_value_t = 100)]
@@ -58,6 +61,13 @@ struct Opts {
     /// Brokers, comma separated.
     #[arg(long, value_delimiter = ',', default_values_t = [Broker::Lite, Broker::Nsqd])]
     brokers: Vec<Broker>,
+    /// Internal: measure a consumer of TOPIC over these nsqd (comma separated) and print
+    /// the bytes it adds per connection.
+    #[arg(long, value_delimiter = ',', hide = true, requires = "probe_topic")]
+    idle_probe: Vec<String>,
+    /// Internal: the topic of `--idle-probe`.
+    #[arg(long, hide = true)]
+    probe_topic: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -118,6 +128,25 @@ struct Throughput {
     rate: f64,
     cpu_per_100k: f64,
     bytes_per_conn: f64,
+}
+
+/// Waits until `consumer` has a connection to each of `n` brokers.
+async fn all_connected(consumer: &Consumer, n: usize) -> Result<(), String> {
+    consumer
+        .connected(Duration::from_secs(30))
+        .await
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while consumer.stats().connections < n {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{} of {n} connections",
+                consumer.stats().connections
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
 }
 
 impl Cluster {
@@ -265,6 +294,32 @@ impl Cluster {
         ))
     }
 
+    /// The resident set a consumer of an empty topic adds per broker, once connected to all,
+    /// measured by a fresh process of this program.
+    async fn idle_bytes_per_conn(&mut self) -> Result<f64, String> {
+        self.topics += 1;
+        let topic = format!("idle{}", self.topics);
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let args = vec![
+            "--idle-probe".to_owned(),
+            self.addrs().join(","),
+            "--probe-topic".to_owned(),
+            topic.clone(),
+        ];
+        let measured =
+            tokio::task::spawn_blocking(move || nsq_benchmarks::run_program(&exe, &args))
+                .await
+                .map_err(|e| e.to_string())??;
+        if let Ok(topic) = Topic::new(topic) {
+            self.delete(&topic).await;
+        }
+        measured
+            .0
+            .trim()
+            .parse()
+            .map_err(|_| format!("--idle-probe printed {:?}", measured.0))
+    }
+
     /// With fewer RDY than brokers: the longest any broker with messages left waited for its
     /// next delivery.
     async fn starvation(
@@ -327,7 +382,9 @@ async fn bench(o: &Opts, broker: Broker, baseline: &mut Option<Throughput>) -> R
         };
         let low = u32::try_from((n / 2).max(1)).unwrap_or(u32::MAX);
         let (mut runs, mut sweeps, mut low_sweeps, mut waits) = (vec![], vec![], vec![], vec![]);
+        let mut idle = vec![];
         for _ in 0..o.runs {
+            idle.push(cluster.idle_bytes_per_conn().await?);
             runs.push(cluster.consume(2500, o.messages, false).await?.0);
             if let (_, Some(rdy)) = cluster.consume(2500, o.messages, true).await? {
                 sweeps.push(rdy);
@@ -351,12 +408,13 @@ async fn bench(o: &Opts, broker: Broker, baseline: &mut Option<Throughput>) -> R
             format!("{swept} / {own}")
         };
         println!(
-            "| {} | {n} | {:.0} | {:.2}× | {:.3} | {:.2}× | {:.1} | {} (≤ 2500) | {} | {} |",
+            "| {} | {n} | {:.0} | {:.2}× | {:.3} | {:.2}× | {:.1} | {:.1} | {} (≤ 2500) | {} | {} |",
             broker.name(),
             t.rate,
             t.rate / base.rate,
             t.cpu_per_100k,
             t.cpu_per_100k / base.cpu_per_100k,
+            med(idle.iter().copied()) / 1024.0,
             t.bytes_per_conn / 1024.0,
             max(&sweeps),
             if n > 1 {
@@ -376,17 +434,45 @@ async fn bench(o: &Opts, broker: Broker, baseline: &mut Option<Throughput>) -> R
     Ok(())
 }
 
+/// `--idle-probe`: the resident set a consumer over `addrs` adds per connection.
+async fn idle_probe(addrs: &[String], topic: &str) -> Result<f64, String> {
+    let topic = Topic::new(topic).map_err(|e| e.to_string())?;
+    let rss0 = resident_bytes()?;
+    let mut builder = Consumer::builder(topic, Channel::new("c").expect("channel"))
+        .config(ConsumerConfig::default().max_in_flight(2500));
+    for addr in addrs {
+        builder = builder.nsqd(addr.clone());
+    }
+    let consumer = builder.build().map_err(|e| e.to_string())?;
+    all_connected(&consumer, addrs.len()).await?;
+    let rss = resident_bytes()?.saturating_sub(rss0);
+    consumer.stop().await;
+    Ok(rss as f64 / addrs.len() as f64)
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let o = Opts::parse();
+    if let Some(topic) = &o.probe_topic {
+        return match idle_probe(&o.idle_probe, topic).await {
+            Ok(bytes) => {
+                println!("{bytes}");
+                ExitCode::SUCCESS
+            }
+            Err(why) => {
+                eprintln!("--idle-probe: {why}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let started = Instant::now();
     println!(
         "{} messages of {} B per throughput run, {} runs; medians (Σ RDY: the largest of every run)",
         o.messages, o.size, o.runs
     );
     println!();
-    println!("| Broker | nsqd | msgs/s | ÷ 1 nsqd | client CPU s per 100k msgs | ÷ 1 nsqd | client KiB per connection | Σ RDY max, swept / own (max_in_flight 2500) | Σ RDY max (max_in_flight N/2) | longest wait of an nsqd with messages (max_in_flight N/2) |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---|---|---:|");
+    println!("| Broker | nsqd | msgs/s | ÷ 1 nsqd | client CPU s per 100k msgs | ÷ 1 nsqd | client KiB per connection, idle | … busy | Σ RDY max, swept / own (max_in_flight 2500) | Σ RDY max (max_in_flight N/2) | longest wait of an nsqd with messages (max_in_flight N/2) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|");
     let mut failed = false;
     for &broker in &o.brokers {
         // Ratios are to this broker's own 1-nsqd figures.

@@ -134,7 +134,7 @@ impl Conn {
 }
 
 /// The RDY and backoff controller of one consumer. See the module docs for the rules.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Rdy {
     /// Settings; `max_in_flight` is changed by [`Rdy::set_max_in_flight`].
     config: RdyConfig,
@@ -152,6 +152,11 @@ pub(crate) struct Rdy {
     max_level: u32,
     /// Source of the jitter.
     rng: fastrand::Rng,
+    /// The last rebalance gave every conn its fair share, outside backoff and rotation, with
+    /// no raise held back for messages in flight. Until something else changes, messages
+    /// arriving and being answered cannot change any target, so they skip the rebalance (a
+    /// walk over every conn, for each socket read and each run of answers).
+    settled: bool,
 }
 
 impl Rdy {
@@ -167,6 +172,7 @@ impl Rdy {
             backoff_until: None,
             max_level,
             rng: fastrand::Rng::with_seed(seed),
+            settled: false,
         }
     }
 
@@ -214,6 +220,9 @@ impl Rdy {
         };
         c.in_flight = c.in_flight.saturating_add(count);
         c.idle_since = now;
+        if self.settled {
+            return Vec::new();
+        }
         self.rebalance(now)
     }
 
@@ -242,6 +251,7 @@ impl Rdy {
                 c.idle_since = now;
             }
         }
+        let (level, waiting) = (self.level, self.backoff_until);
         for _ in 0..count {
             // The first outcome that starts a wait makes the rest of the run ignored.
             if self.backoff_until.is_some() {
@@ -262,6 +272,9 @@ impl Rdy {
                     self.start_backoff_wait(now);
                 }
             }
+        }
+        if self.settled && self.level == level && self.backoff_until == waiting {
+            return Vec::new();
         }
         self.rebalance(now)
     }
@@ -378,6 +391,7 @@ impl Rdy {
     /// Computes the RDY every conn should have now and returns the commands to get there.
     fn rebalance(&mut self, now: Instant) -> Vec<SendRdy> {
         let eff = self.effective_max();
+        self.settled = false;
         let targets = if eff == 0 {
             for c in &mut self.conns {
                 c.draining = false;
@@ -389,8 +403,10 @@ impl Rdy {
             for c in &mut self.conns {
                 c.draining = false;
             }
-            let mut targets = self.fair_targets(eff);
+            let fair = self.fair_targets(eff);
+            let mut targets = fair.clone();
             self.hold_raises_for_in_flight(&mut targets, eff);
+            self.settled = targets == fair && self.backoff_until.is_none();
             targets
         };
         self.apply(&targets, now)

@@ -1,7 +1,7 @@
 //! What a consumer counts, and the snapshot of its connections that `stats()` reads.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::consumer::rdy::Outcome;
 
@@ -71,7 +71,8 @@ impl Counters {
 
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Snapshot {
-    pub(crate) per_connection: Vec<(String, u32, u32)>,
+    /// Unsorted: [`Counters::stats`] sorts.
+    pub(crate) per_connection: Vec<(Arc<str>, u32, u32)>,
     pub(crate) total_rdy: u32,
     pub(crate) backoff_level: u32,
     pub(crate) starved: bool,
@@ -85,13 +86,19 @@ impl Counters {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        let mut per_connection: Vec<_> = snapshot
+            .per_connection
+            .iter()
+            .map(|(addr, rdy, in_flight)| (addr.to_string(), *rdy, *in_flight))
+            .collect();
+        per_connection.sort();
         ConsumerStats {
             received: self.received.load(Ordering::Relaxed),
             finished: self.finished.load(Ordering::Relaxed),
             requeued: self.requeued.load(Ordering::Relaxed),
             given_up: self.given_up.load(Ordering::Relaxed),
-            connections: snapshot.per_connection.len(),
-            per_connection: snapshot.per_connection,
+            connections: per_connection.len(),
+            per_connection,
             total_rdy: snapshot.total_rdy,
             backoff_level: snapshot.backoff_level,
             starved: snapshot.starved,
@@ -101,7 +108,19 @@ impl Counters {
         }
     }
 
-    pub(crate) fn set_snapshot(&self, snapshot: Snapshot) {
-        *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
+    /// Publishes new totals, keeping the per-connection figures.
+    pub(crate) fn set_totals(&self, total_rdy: u32, backoff_level: u32, starved: bool) {
+        let mut snapshot = self.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+        snapshot.total_rdy = total_rdy;
+        snapshot.backoff_level = backoff_level;
+        snapshot.starved = starved;
+    }
+
+    /// Publishes `snapshot` and returns the one it replaces (whose buffers the caller reuses).
+    pub(crate) fn set_snapshot(&self, snapshot: Snapshot) -> Snapshot {
+        std::mem::replace(
+            &mut *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()),
+            snapshot,
+        )
     }
 }

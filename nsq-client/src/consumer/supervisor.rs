@@ -4,6 +4,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use nsq_proto::{Channel, Topic};
 use tokio::sync::{broadcast, mpsc, watch};
@@ -40,6 +41,8 @@ pub(crate) enum Control {
 /// A connection as the supervisor sees it.
 struct ConnHandle {
     addr: String,
+    /// The address as the stats snapshot holds it (shared, so a snapshot allocates nothing).
+    shared_addr: Arc<str>,
     commands: mpsc::UnboundedSender<ConnCommand>,
     subscribed: bool,
 }
@@ -79,6 +82,15 @@ pub(crate) struct Supervisor {
     listed: BTreeSet<String>,
     rdy: Rdy,
     conns: HashMap<ConnId, ConnHandle>,
+    /// The per-connection buffer of the stats snapshot before last, reused.
+    spare_connections: Vec<(Arc<str>, u32, u32)>,
+    /// Counts changes to the connections (opened, subscribed, ended), and the count the
+    /// stats and health last showed.
+    conn_changes: u64,
+    published_changes: u64,
+    /// When the per-connection stats were last rebuilt, and when they are due again.
+    per_connection_at: Option<Instant>,
+    per_connection_due: Option<Instant>,
     next_id: ConnId,
     conn_rx: mpsc::UnboundedReceiver<ConnEvent>,
     conn_tx: mpsc::UnboundedSender<ConnEvent>,
@@ -119,6 +131,11 @@ impl Supervisor {
             excluded: HashSet::new(),
             listed: BTreeSet::new(),
             conns: HashMap::new(),
+            spare_connections: Vec::new(),
+            conn_changes: 0,
+            published_changes: 0,
+            per_connection_at: None,
+            per_connection_due: None,
             next_id: 1,
             conn_rx,
             conn_tx,
@@ -185,6 +202,7 @@ impl Supervisor {
                 }
                 _ = sleep_until(retry_deadline) => self.retry_due(),
                 _ = sleep_until(poll_deadline) => self.poll_lookupd(),
+                _ = sleep_until(self.per_connection_due) => {}
             }
             self.publish_state();
         }
@@ -208,31 +226,56 @@ impl Supervisor {
 
     /// Rebuilds the stats snapshot and the health, and reports backoff changes.
     fn publish_state(&mut self) {
-        let mut per_connection: Vec<_> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.subscribed)
-            .map(|(id, c)| {
-                let rdy = self.rdy.rdy(*id).unwrap_or(0);
-                let in_flight = self.rdy.in_flight(*id).unwrap_or(0);
-                (c.addr.clone(), rdy, in_flight)
-            })
-            .collect();
-        per_connection.sort();
-        self.counters.set_snapshot(Snapshot {
-            per_connection,
+        // Runs after every turn, and a consumer of a hundred nsqd takes turns many thousand
+        // times a second: the totals go out every turn, the per-connection figures (a walk
+        // over every connection) when the connections changed and otherwise at most once per
+        // PER_CONNECTION_EVERY. It allocates nothing and leaves sorting to the reader.
+        let now = Instant::now();
+        let changed = self.conn_changes != self.published_changes;
+        let due = self
+            .per_connection_at
+            .is_none_or(|at| now >= at + PER_CONNECTION_EVERY);
+        let mut snapshot = Snapshot {
+            per_connection: std::mem::take(&mut self.spare_connections),
             total_rdy: self.rdy.total_rdy(),
             backoff_level: self.rdy.backoff_level(),
             starved: self.rdy.is_starved(),
-        });
-        let subscribed = self.conns.values().filter(|c| c.subscribed).count();
-        let opening = self.conns.len() - subscribed;
-        self.health.send_if_modified(|h| {
-            let changed = h.subscribed != subscribed || h.opening != opening;
-            h.subscribed = subscribed;
-            h.opening = opening;
-            changed
-        });
+        };
+        if changed || due {
+            snapshot.per_connection.clear();
+            snapshot
+                .per_connection
+                .extend(
+                    self.conns
+                        .iter()
+                        .filter(|(_, c)| c.subscribed)
+                        .map(|(id, c)| {
+                            let rdy = self.rdy.rdy(*id).unwrap_or(0);
+                            let in_flight = self.rdy.in_flight(*id).unwrap_or(0);
+                            (c.shared_addr.clone(), rdy, in_flight)
+                        }),
+                );
+            self.per_connection_at = Some(now);
+            self.per_connection_due = None;
+            self.spare_connections = self.counters.set_snapshot(snapshot).per_connection;
+        } else {
+            self.spare_connections = snapshot.per_connection;
+            self.counters
+                .set_totals(snapshot.total_rdy, snapshot.backoff_level, snapshot.starved);
+            // What changed since goes out when it is due, even if nothing else happens.
+            self.per_connection_due = self.per_connection_at.map(|at| at + PER_CONNECTION_EVERY);
+        }
+        if changed {
+            self.published_changes = self.conn_changes;
+            let subscribed = self.conns.values().filter(|c| c.subscribed).count();
+            let opening = self.conns.len() - subscribed;
+            self.health.send_if_modified(|h| {
+                let changed = h.subscribed != subscribed || h.opening != opening;
+                h.subscribed = subscribed;
+                h.opening = opening;
+                changed
+            });
+        }
         let level = self.rdy.backoff_level();
         if level > self.backoff_level {
             self.emit(ConsumerEvent::BackoffEntered { level });
@@ -256,6 +299,7 @@ impl Supervisor {
             ConnEvent::Subscribed { id, max_rdy_count } => {
                 if let Some(c) = self.conns.get_mut(&id) {
                     c.subscribed = true;
+                    self.conn_changes += 1;
                     self.health.send_modify(|h| {
                         h.subscribed += 1;
                         h.subscriptions += 1;
@@ -276,6 +320,7 @@ impl Supervisor {
             }
             ConnEvent::Done(id, outcome, count) => self.on_done(id, outcome, count, now),
             ConnEvent::Ended { id, how } => {
+                self.conn_changes += 1;
                 let Some(c) = self.conns.remove(&id) else {
                     return;
                 };
@@ -425,10 +470,12 @@ impl Supervisor {
         let id = self.next_id;
         self.next_id += 1;
         let (commands, commands_rx) = mpsc::unbounded_channel();
+        self.conn_changes += 1;
         self.conns.insert(
             id,
             ConnHandle {
                 addr: addr.clone(),
+                shared_addr: Arc::from(addr.as_str()),
                 commands,
                 subscribed: false,
             },
@@ -543,6 +590,7 @@ impl Supervisor {
             tokio::select! {
                 event = self.conn_rx.recv() => match event {
                     Some(ConnEvent::Ended { id, how }) => {
+                        self.conn_changes += 1;
                         if let (Some(c), Ended::Lost(reason)) = (self.conns.remove(&id), how) {
                             self.emit(ConsumerEvent::Disconnected { nsqd: c.addr, reason });
                         }
@@ -572,6 +620,9 @@ async fn join(
         None => std::future::pending().await,
     }
 }
+
+/// How stale the per-connection stats may be while connections stay as they are.
+const PER_CONNECTION_EVERY: Duration = Duration::from_millis(1);
 
 async fn sleep_until(at: Option<Instant>) {
     match at {

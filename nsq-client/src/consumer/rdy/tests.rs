@@ -570,6 +570,43 @@ proptest! {
         }
     }
 
+    /// Skipping the rebalance while settled changes nothing: at every receipt or answer, a
+    /// copy of the controller made to rebalance anyway sends the same RDY and ends in the
+    /// same state.
+    #[test]
+    fn a_settled_controller_skips_only_rebalances_that_change_nothing(
+        mif in 0..8u32,
+        ops in proptest::collection::vec(op(), 1..120),
+    ) {
+        let mut h = Harness::new(RdyConfig {
+            backoff_multiplier: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(700),
+            ..config(mif)
+        });
+        for op in ops {
+            let mut full = h.rdy.clone();
+            full.settled = false;
+            let (ours, theirs) = match op {
+                Op::Receive(c) => (h.receive(c), full.message_received(c, 1, h.now)),
+                Op::Done(c, o) => (h.done(c, o), full.message_done(c, o, 1, h.now)),
+                Op::Connect(c, cap) => { h.connect(c, cap); continue; }
+                Op::Close(c) => { h.close(c); continue; }
+                Op::Tick(ms) => { h.advance(Duration::from_millis(ms)); h.tick(); continue; }
+                Op::TickAtDeadline => {
+                    if h.rdy.next_deadline().is_some() {
+                        h.tick_at_deadline();
+                    }
+                    continue;
+                }
+                Op::SetMif(m) => { h.set_mif(m); continue; }
+            };
+            prop_assert_eq!(ours, theirs);
+            let state = |r: &Rdy| r.conns.iter().map(|c| (c.id, c.rdy, c.in_flight, c.draining)).collect::<Vec<_>>();
+            prop_assert_eq!(state(&h.rdy), state(&full));
+            prop_assert_eq!((h.rdy.level, h.rdy.backoff_until), (full.level, full.backoff_until));
+        }
+    }
+
     /// A run of `n` receipts or answers reported at once leaves the controller where `n`
     /// reported one by one would: same in-flight counts, backoff level and backoff wait.
     /// (RDY may differ: a raise held back for messages in flight depends on the RDY sent
