@@ -7,12 +7,13 @@
 //! * **throughput** (`max_in_flight` 2500): a Stream consumer over the `N` addresses finishes
 //!   every message. Rate of the middle 80 % of the messages (as the other consume benches),
 //!   and the client's CPU per message over the whole run; nothing else runs in the process
-//!   meanwhile. Its ratios are to the 1-broker figures. Memory per connection, busy: the
-//!   growth of the process's resident set from before the consumer was built to the end of
-//!   the run (buffers grown by the traffic), divided by `N`.
-//! * **idle memory**: the same growth for a consumer of an empty topic, once it is connected
-//!   to every broker, divided by `N`, in a fresh process of this program (`--idle-probe`), so
-//!   that memory the allocator kept from earlier runs does not hide it.
+//!   meanwhile. Its ratios are to the 1-broker figures.
+//! * **memory**: the growth of the resident set of a fresh process of this program
+//!   (`--idle-probe`, so that memory the allocator kept from earlier runs does not hide it)
+//!   from before a consumer of an empty topic is built to when it is connected to every
+//!   broker. Shown for 1 broker (what the first connection brings: the consumer, its tasks,
+//!   the runtime's first use) and, above that, per added connection:
+//!   `(growth(N) − growth(1)) / (N − 1)`.
 //! * **Σ RDY** (`max_in_flight` 2500, then `max_in_flight` N / 2): the same consumer while
 //!   a sampler sweeps every broker's `/stats` every 100 ms (all brokers at once) and adds up
 //!   the RDY of the channel's clients. A sweep is not one instant: RDY moving from one
@@ -127,7 +128,16 @@ struct Cluster {
 struct Throughput {
     rate: f64,
     cpu_per_100k: f64,
-    bytes_per_conn: f64,
+    /// Resident-set growth of a fresh consumer once connected to every broker (`--idle-probe`).
+    idle_total: f64,
+}
+
+/// The largest Σ RDY seen by the `/stats` sweeps and by the consumer itself (`total_rdy`),
+/// once every connection was up and while they were coming up.
+#[derive(Debug, Default, Clone, Copy)]
+struct Rdys {
+    connected: (u64, u64),
+    connecting: (u64, u64),
 }
 
 /// Waits until `consumer` has a connection to each of `n` brokers.
@@ -230,11 +240,10 @@ impl Cluster {
         max_in_flight: u32,
         count: usize,
         sample: bool,
-    ) -> Result<(Throughput, Option<(u64, u64)>), String> {
+    ) -> Result<(Throughput, Option<Rdys>), String> {
         let n = self.brokers.len();
         let topic = self.fill(count / n).await?;
         let count = count / n * n;
-        let rss0 = resident_bytes()?;
         let cpu0 = cpu_seconds()?;
         let mut consumer = self.consumer(&topic, max_in_flight)?;
         let handle = consumer.handle();
@@ -244,14 +253,23 @@ impl Cluster {
             let cluster: &Cluster = self;
             let topic = topic.clone();
             async move {
-                let (mut swept, mut own) = (0, 0);
+                // Sweeps begun before every connection was up are kept apart: RDY moves
+                // between brokers then as each new one takes its share.
+                let mut seen = Rdys::default();
                 while !done.load(Ordering::Relaxed) {
-                    own = own.max(u64::from(handle.stats().total_rdy));
-                    swept = swept.max(cluster.rdy_sweep(&topic).await?);
-                    own = own.max(u64::from(handle.stats().total_rdy));
+                    let before = handle.stats();
+                    let swept = cluster.rdy_sweep(&topic).await?;
+                    let own = before.total_rdy.max(handle.stats().total_rdy);
+                    let into = if before.connections < n {
+                        &mut seen.connecting
+                    } else {
+                        &mut seen.connected
+                    };
+                    into.0 = into.0.max(swept);
+                    into.1 = into.1.max(u64::from(own));
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Ok::<(u64, u64), String>((swept, own))
+                Ok::<Rdys, String>(seen)
             }
         });
         let (tenth, ninth) = (count / 10, count - count / 10);
@@ -279,7 +297,6 @@ impl Cluster {
             }
             None => (reading.await?, None),
         };
-        let rss = resident_bytes()?.saturating_sub(rss0);
         consumer.stop().await;
         let cpu = cpu_seconds()? - cpu0;
         self.delete(&topic).await;
@@ -288,7 +305,7 @@ impl Cluster {
             Throughput {
                 rate: count as f64 / (middle.as_secs_f64() / share),
                 cpu_per_100k: cpu * 100_000.0 / count as f64,
-                bytes_per_conn: rss as f64 / n as f64,
+                idle_total: 0.0,
             },
             rdy,
         ))
@@ -399,23 +416,29 @@ async fn bench(o: &Opts, broker: Broker, baseline: &mut Option<Throughput>) -> R
         let t = Throughput {
             rate: med(runs.iter().map(|r| r.rate)),
             cpu_per_100k: med(runs.iter().map(|r| r.cpu_per_100k)),
-            bytes_per_conn: med(runs.iter().map(|r| r.bytes_per_conn)),
+            idle_total: med(idle.iter().copied()) * n as f64,
         };
         let base = *baseline.get_or_insert(t);
-        let max = |v: &[(u64, u64)]| {
-            let swept = v.iter().map(|r| r.0).max().unwrap_or(0);
-            let own = v.iter().map(|r| r.1).max().unwrap_or(0);
-            format!("{swept} / {own}")
+        let max = |v: &[Rdys]| {
+            let top = |f: fn(&Rdys) -> (u64, u64)| {
+                let swept = v.iter().map(|r| f(r).0).max().unwrap_or(0);
+                let own = v.iter().map(|r| f(r).1).max().unwrap_or(0);
+                format!("{swept} / {own}")
+            };
+            format!("{}; while connecting {}", top(|r| r.connected), top(|r| r.connecting))
         };
         println!(
-            "| {} | {n} | {:.0} | {:.2}× | {:.3} | {:.2}× | {:.1} | {:.1} | {} (≤ 2500) | {} | {} |",
+            "| {} | {n} | {:.0} | {:.2}× | {:.3} | {:.2}× | {} | {} (≤ 2500) | {} | {} |",
             broker.name(),
             t.rate,
             t.rate / base.rate,
             t.cpu_per_100k,
             t.cpu_per_100k / base.cpu_per_100k,
-            med(idle.iter().copied()) / 1024.0,
-            t.bytes_per_conn / 1024.0,
+            if n > 1 {
+                format!("{:.1} each added", (t.idle_total - base.idle_total) / (n - 1) as f64 / 1024.0)
+            } else {
+                format!("{:.0} for the first", t.idle_total / 1024.0)
+            },
             max(&sweeps),
             if n > 1 {
                 format!("{} (≤ {low})", max(&low_sweeps))
@@ -471,8 +494,8 @@ async fn main() -> ExitCode {
         o.messages, o.size, o.runs
     );
     println!();
-    println!("| Broker | nsqd | msgs/s | ÷ 1 nsqd | client CPU s per 100k msgs | ÷ 1 nsqd | client KiB per connection, idle | … busy | Σ RDY max, swept / own (max_in_flight 2500) | Σ RDY max (max_in_flight N/2) | longest wait of an nsqd with messages (max_in_flight N/2) |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|");
+    println!("| Broker | nsqd | msgs/s | ÷ 1 nsqd | client CPU s per 100k msgs | ÷ 1 nsqd | client KiB, connected and idle | Σ RDY max, swept / own (max_in_flight 2500) | … (max_in_flight N/2) | longest wait of an nsqd with messages (max_in_flight N/2) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---|---|---:|");
     let mut failed = false;
     for &broker in &o.brokers {
         // Ratios are to this broker's own 1-nsqd figures.

@@ -26,7 +26,10 @@ pub struct ConsumerStats {
     pub given_up: u64,
     /// Open nsqd connections.
     pub connections: usize,
-    /// Per connection: nsqd address, RDY and messages in flight.
+    /// Per connection, sorted by address: nsqd address, RDY and messages in flight. The
+    /// connections are always current; their RDY and in-flight figures may be up to 1 ms
+    /// older than `total_rdy` (they are gathered at most once a millisecond, so that a
+    /// consumer of many nsqd does not walk every connection for every message).
     pub per_connection: Vec<(String, u32, u32)>,
     /// The sum of every connection's RDY (never above max_in_flight).
     pub total_rdy: u32,
