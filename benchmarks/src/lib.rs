@@ -12,7 +12,9 @@
 //! * `nsq-broker-cost`: from starting a broker to its first acknowledged PUB, nsq-server-lite
 //!   in-process against a real nsqd process;
 //! * `nsq-latency-bench`: publish-to-consumer latency at fixed rates, nsq-client against
-//!   go-nsq and tokio-nsq, through nsqd 1.3.0 and nsq-server-lite.
+//!   go-nsq and tokio-nsq, through nsqd 1.3.0 and nsq-server-lite;
+//! * `nsq-scale-bench`: one consumer over 1 to 100 nsqd: throughput, CPU, Σ RDY, memory per
+//!   connection and starvation.
 
 pub mod latency;
 

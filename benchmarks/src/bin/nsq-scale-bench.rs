@@ -425,7 +425,11 @@ async fn bench(o: &Opts, broker: Broker, baseline: &mut Option<Throughput>) -> R
                 let own = v.iter().map(|r| f(r).1).max().unwrap_or(0);
                 format!("{swept} / {own}")
             };
-            format!("{}; while connecting {}", top(|r| r.connected), top(|r| r.connecting))
+            format!(
+                "{}; while connecting {}",
+                top(|r| r.connected),
+                top(|r| r.connecting)
+            )
         };
         println!(
             "| {} | {n} | {:.0} | {:.2}× | {:.3} | {:.2}× | {} | {} (≤ 2500) | {} | {} |",
@@ -435,7 +439,10 @@ async fn bench(o: &Opts, broker: Broker, baseline: &mut Option<Throughput>) -> R
             t.cpu_per_100k,
             t.cpu_per_100k / base.cpu_per_100k,
             if n > 1 {
-                format!("{:.1} each added", (t.idle_total - base.idle_total) / (n - 1) as f64 / 1024.0)
+                format!(
+                    "{:.1} each added",
+                    (t.idle_total - base.idle_total) / (n - 1) as f64 / 1024.0
+                )
             } else {
                 format!("{:.0} for the first", t.idle_total / 1024.0)
             },

@@ -233,7 +233,13 @@ async fn latency(o: &Opts, start: Instant) -> Result<usize, String> {
         let left = deadline.saturating_duration_since(Instant::now());
         let message = tokio::time::timeout(left, consumer.consume_filtered())
             .await
-            .map_err(|_| format!("{} of {} counted messages arrived", latencies.len(), o.count))?
+            .map_err(|_| {
+                format!(
+                    "{} of {} counted messages arrived",
+                    latencies.len(),
+                    o.count
+                )
+            })?
             .ok_or("consumer closed")?;
         let arrived = nanos();
         let stamp = |at: usize| {
