@@ -166,3 +166,60 @@ pub fn run_client(program: &std::path::Path, args: &[String]) -> Result<serde_js
     serde_json::from_str(line)
         .map_err(|e| format!("{}: bad report {line:?}: {e}", program.display()))
 }
+
+/// A broker process the benches start on loopback with default flags.
+///
+/// ```
+/// use nsq_benchmarks::Broker;
+/// assert_eq!(Broker::Lite.name(), "nsq-server-lite");
+/// assert_eq!(Broker::Nsqd.to_string(), "nsqd");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Broker {
+    /// nsqd 1.3.0 (`NSQD_BIN`).
+    Nsqd,
+    /// nsq-server-lite's `nsqd` binary.
+    Lite,
+}
+
+impl Broker {
+    /// The name a table shows.
+    ///
+    /// ```
+    /// assert_eq!(nsq_benchmarks::Broker::Nsqd.name(), "nsqd 1.3.0");
+    /// ```
+    pub fn name(self) -> &'static str {
+        match self {
+            Broker::Nsqd => "nsqd 1.3.0",
+            Broker::Lite => "nsq-server-lite",
+        }
+    }
+
+    /// The broker's program: `NSQD_BIN`, or nsq-server-lite's `nsqd` (built under `cargo run`).
+    ///
+    /// # Errors
+    ///
+    /// When `NSQD_BIN` is not set, or lite's binary cannot be built or found.
+    ///
+    /// ```no_run
+    /// let nsqd = nsq_benchmarks::Broker::Nsqd.binary()?;
+    /// # Ok::<(), String>(())
+    /// ```
+    pub fn binary(self) -> Result<std::path::PathBuf, String> {
+        match self {
+            Broker::Nsqd => std::env::var_os("NSQD_BIN")
+                .map(std::path::PathBuf::from)
+                .ok_or_else(|| "NSQD_BIN is not set".to_owned()),
+            Broker::Lite => sibling_binary("nsq-server-lite", "nsqd"),
+        }
+    }
+}
+
+impl std::fmt::Display for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Broker::Nsqd => "nsqd",
+            Broker::Lite => "lite",
+        })
+    }
+}

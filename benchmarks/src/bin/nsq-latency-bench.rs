@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use nsq_benchmarks::latency::{percentiles, read_latencies};
-use nsq_benchmarks::{median, process_cpu_seconds, run_client, sibling_binary};
+use nsq_benchmarks::{median, process_cpu_seconds, run_client, sibling_binary, Broker};
 use nsq_tests::RealNsqd;
 
 /// Publish-to-consumer latency at fixed rates, client against client.
@@ -49,32 +49,6 @@ struct Opts {
     /// Brokers, comma separated.
     #[arg(long, value_delimiter = ',', default_values_t = [Broker::Nsqd, Broker::Lite])]
     brokers: Vec<Broker>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Broker {
-    /// nsqd 1.3.0 (`NSQD_BIN`).
-    Nsqd,
-    /// nsq-server-lite's `nsqd` binary.
-    Lite,
-}
-
-impl Broker {
-    fn name(self) -> &'static str {
-        match self {
-            Broker::Nsqd => "nsqd 1.3.0",
-            Broker::Lite => "nsq-server-lite",
-        }
-    }
-}
-
-impl std::fmt::Display for Broker {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Broker::Nsqd => "nsqd",
-            Broker::Lite => "lite",
-        })
-    }
 }
 
 /// A client program and the configuration it runs with.
@@ -237,11 +211,7 @@ fn main() -> ExitCode {
     println!("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|");
     let mut failed = false;
     for broker in o.brokers.clone() {
-        let bin = match broker {
-            Broker::Nsqd => std::env::var_os("NSQD_BIN").map(PathBuf::from),
-            Broker::Lite => sibling_binary("nsq-server-lite", "nsqd").ok(),
-        };
-        let Some(bin) = bin else {
+        let Ok(bin) = broker.binary() else {
             eprintln!(
                 "no binary for {}: NSQD_BIN unset or lite not built",
                 broker.name()

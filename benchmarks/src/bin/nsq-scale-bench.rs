@@ -31,7 +31,6 @@
 #![allow(clippy::print_stdout)]
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -40,7 +39,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clap::Parser;
 use futures::StreamExt;
-use nsq_benchmarks::{cpu_seconds, median, sibling_binary};
+use nsq_benchmarks::{cpu_seconds, median, Broker};
 use nsq_client::{Channel, Consumer, ConsumerConfig, Producer, ProducerConfig, Topic};
 use nsq_tests::{http, RealNsqd};
 
@@ -69,41 +68,6 @@ struct Opts {
     /// Internal: the topic of `--idle-probe`.
     #[arg(long, hide = true)]
     probe_topic: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Broker {
-    /// nsqd 1.3.0 (`NSQD_BIN`).
-    Nsqd,
-    /// nsq-server-lite's `nsqd` binary.
-    Lite,
-}
-
-impl std::fmt::Display for Broker {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Broker::Nsqd => "nsqd",
-            Broker::Lite => "lite",
-        })
-    }
-}
-
-impl Broker {
-    fn name(self) -> &'static str {
-        match self {
-            Broker::Nsqd => "nsqd 1.3.0",
-            Broker::Lite => "nsq-server-lite",
-        }
-    }
-
-    fn binary(self) -> Result<PathBuf, String> {
-        match self {
-            Broker::Nsqd => std::env::var_os("NSQD_BIN")
-                .map(PathBuf::from)
-                .ok_or_else(|| "NSQD_BIN is not set".to_owned()),
-            Broker::Lite => sibling_binary("nsq-server-lite", "nsqd"),
-        }
-    }
 }
 
 /// The resident set of this process, in bytes.
