@@ -8,9 +8,10 @@
 //!   first finishes them too; a requeue (or a drop) of the first hands one held copy to the
 //!   user in its place, because the first may be the copy that fails.
 //! * **done**: a copy was finished. Later copies are finished at once, without reaching the
-//!   user, as long as the key stays in the window: until `max_age` after the last copy was
-//!   seen, or until `max_entries` newer keys pushed it out. A copy arriving after that
-//!   reaches the user again.
+//!   user, as long as the key's slot stays in the window (an envelope key shares its slot
+//!   with the 63 sequences around it; a user key has one of its own): at least `max_age`
+//!   after the last copy of a key of the slot was seen, and until newer slots push it out
+//!   (`max_entries` keys' worth). A copy arriving after that reaches the user again.
 //!
 //! Keys being handled are never evicted (there are at most `max_in_flight` of them), so a
 //! copy is never finished unless a copy of it was finished first.
