@@ -355,7 +355,9 @@ impl Consumer {
         self.handle.wait_stopped().await;
     }
 
-    /// The counters and each connection's RDY and in-flight count.
+    /// The counters and each connection's RDY and in-flight count. Reading them does not
+    /// start the consumer: it starts on first use (the stream polled, [`Consumer::run`], or
+    /// [`Consumer::connected`]), so a consumer never used shows no connections.
     ///
     /// ```
     /// # fn show(consumer: &nsq_client::Consumer) {
