@@ -34,8 +34,7 @@ impl ProtocolListener {
     /// Like Go's `net.Listen("unix", ..)`, binding fails when the socket file exists.
     pub(crate) async fn bind(opts: &Options) -> Result<Self, StartError> {
         match &opts.tcp_unix_socket {
-            None => TcpListener::bind(opts.tcp_address)
-                .await
+            None => listen(opts.tcp_address)
                 .map(Self::Tcp)
                 .map_err(|source| StartError::Bind {
                     what: "TCP",
@@ -124,4 +123,54 @@ impl ProtocolListener {
 async fn accept_failed(err: &std::io::Error) {
     tracing::warn!(%err, "accept failed");
     tokio::task::yield_now().await;
+}
+
+/// Binds a TCP listener on `addr` with the accept backlog Go gives nsqd and nsqlookupd: the
+/// kernel's `net.core.somaxconn` (4,096 on current Linux), where tokio (like the standard
+/// library) asks for 128. With 128, a burst of a few hundred clients connecting at once
+/// overflows the queue, and the kernel drops their SYNs to retry a second later: past a
+/// client's one-second dial timeout.
+pub(crate) fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    #[cfg(not(windows))]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog())
+}
+
+/// The kernel's `net.core.somaxconn` (as Go reads it, capped at 65,535), else 4,096.
+fn backlog() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .filter(|&n| n > 0)
+        .map_or(4096, |n| n.min(65_535))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Six hundred connections made at once (or as many as the kernel's `somaxconn` allows)
+    /// are all queued for accept while nobody accepts: with tokio's default backlog of 128
+    /// the rest would wait on SYN retries.
+    #[tokio::test]
+    async fn the_accept_queue_holds_a_burst_of_connections() {
+        let n = 600.min(backlog() as usize);
+        let listener = listen(([127, 0, 0, 1], 0).into()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connects = (0..n).map(|_| {
+            tokio::time::timeout(
+                std::time::Duration::from_millis(500),
+                tokio::net::TcpStream::connect(addr),
+            )
+        });
+        let results = futures::future::join_all(connects).await;
+        let made = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+        assert_eq!(made, n, "connections established without an accept");
+        drop(listener);
+    }
 }

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Authenticator, HttpAuth};
@@ -297,9 +296,8 @@ impl NsqdBuilder {
             ));
         }
         let tcp = ProtocolListener::bind(&opts).await?;
-        let http = TcpListener::bind(opts.http_address)
-            .await
-            .map_err(|source| StartError::Bind {
+        let http =
+            crate::listener::listen(opts.http_address).map_err(|source| StartError::Bind {
                 what: "HTTP",
                 addr: opts.http_address,
                 source,

@@ -482,7 +482,7 @@ impl Shared {
 }
 
 async fn bind(protocol: &'static str, addr: SocketAddr) -> Result<TcpListener, Error> {
-    TcpListener::bind(addr).await.map_err(|source| Error::Bind {
+    crate::listener::listen(addr).map_err(|source| Error::Bind {
         protocol,
         addr,
         source,
