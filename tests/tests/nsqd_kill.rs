@@ -286,8 +286,15 @@ async fn scenario(
         figures.failed <= WINDOW,
         "{what}: only publishes in flight when the node died may fail: {figures:?}"
     );
+    // A victim as fast as the others takes about a third. One that fsyncs every message
+    // piles up requests, and round robin passes it over for the others while they are
+    // piled up: it takes what its disk allows, which must still be something to restart with.
+    let share = match death {
+        Death::Kill => kill_after_oks as u64 / 4,
+        Death::KillAndRestart => kill_after_oks as u64 / 100,
+    };
     assert!(
-        figures.ok_by_victim >= kill_after_oks as u64 / 4,
+        figures.ok_by_victim >= share,
         "{what}: the victim took its share before it died: {figures:?}"
     );
     Some(figures)

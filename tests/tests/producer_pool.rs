@@ -336,6 +336,86 @@ async fn publishes_survive_a_real_nsqd_being_killed() {
     pool.stop().await;
 }
 
+/// A broker that stops answering with its connections open (its replies held): the
+/// publishes waiting on it time out, but round robin stops giving it publishes once they
+/// pile up there, the live brokers take the rest at their own pace, and once it answers
+/// again a probe brings it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_stops_answering_costs_only_what_waited_on_it() {
+    const N: usize = 6_000;
+    const PUBLISHERS: usize = 16;
+    const TIMEOUT: Duration = Duration::from_secs(1);
+    for kind in KINDS {
+        if !kind.available() {
+            continue;
+        }
+        let what = kind.name();
+        let mut nodes = Vec::new();
+        for broker in start_brokers(kind, 3, &BrokerOpts::default()).await {
+            let proxy = Proxy::start(broker.tcp_addr()).await;
+            nodes.push(Node { broker, proxy });
+        }
+        let addrs = nodes.iter().map(|n| n.proxy.addr().to_string());
+        let config = ProducerConfig::default().publish_timeout(Some(TIMEOUT));
+        let pool = ProducerPool::new(addrs, config, Strategy::RoundRobin).unwrap();
+        let victim = 1;
+        let victim_addr = nodes[victim].proxy.addr().to_string();
+        // Every publish given to the hung broker costs its publisher TIMEOUT: had it kept
+        // getting one publish in three, the two thirds left would take minutes.
+        let (published, ()) = tokio::time::timeout(
+            WAIT,
+            publish_all(&pool, N, PUBLISHERS, || async {
+                nodes[victim].proxy.hold_replies();
+            }),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{what}: publishing stalled behind the hung broker"));
+        eprintln!(
+            "{what}: {} OK, {} failed while one broker held its replies",
+            published.ok.len(),
+            published.failed.len()
+        );
+        for (i, err) in &published.failed {
+            assert!(
+                err.is_timeout(),
+                "{what}: publish #{i} failed otherwise: {err}"
+            );
+            assert_eq!(
+                err.addr(),
+                victim_addr,
+                "{what}: publish #{i} failed elsewhere"
+            );
+        }
+        // What was waiting there when it hung, what piled up before round robin passed it
+        // over, and a probe or two: not one publish in three.
+        assert!(
+            published.failed.len() <= 2 * PUBLISHERS,
+            "{what}: {} publishes failed",
+            published.failed.len()
+        );
+        assert_eq!(published.ok.len() + published.failed.len(), N, "{what}");
+        let node = |pool: &ProducerPool| pool.stats().nodes[victim].clone();
+        assert!(node(&pool).cooling_down, "{what}: {:?}", node(&pool));
+
+        nodes[victim].proxy.open();
+        let before = node(&pool).producer.messages_published;
+        let topic = Topic::new(TOPIC).unwrap();
+        eventually("the broker to be given publishes again", WAIT, || async {
+            pool.publish(&topic, body(N))
+                .await
+                .map_err(|e| e.to_string())?;
+            let now = node(&pool);
+            if now.producer.messages_published > before && !now.cooling_down {
+                Ok(())
+            } else {
+                Err(format!("{now:?}"))
+            }
+        })
+        .await;
+        pool.stop().await;
+    }
+}
+
 /// A node that refuses for good (here: its HTTP port given for its TCP port) is an error
 /// no retry on that node can fix, yet the pool still tries the next node with the body.
 #[tokio::test]

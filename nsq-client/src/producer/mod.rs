@@ -12,6 +12,7 @@
 mod answers;
 mod config;
 mod connection;
+mod health;
 mod merge;
 mod pool;
 mod stats;
@@ -324,6 +325,12 @@ impl Producer {
             .get()
             .map_or(0, |tx| tx.max_capacity() - tx.capacity());
         self.shared.counters.snapshot(queued)
+    }
+
+    /// Requests queued or written and not yet answered (what [`stats`](Self::stats) reports
+    /// as `in_flight`).
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.stats().in_flight
     }
 
     /// The command `make` builds around `body`, or the refusal of an empty body.

@@ -8,6 +8,13 @@
 //! retry elsewhere can deliver it twice. NSQ is at-least-once; consumers already handle
 //! duplicates (for example after a message timeout). What the pool never does is report a
 //! publish `OK` that no nsqd answered `OK`.
+//!
+//! A node that failed is skipped for a cooldown (the producers' `backoff_min`, at least
+//! 100 ms). When it ends, one publish goes there as a probe while the others still skip it:
+//! its `OK` brings the node back, its failure doubles the cooldown, up to 64 times. So an
+//! nsqd that hangs with its connections open costs the publishes that were waiting on it
+//! (they time out after `publish_timeout`; nsqd may have taken them, so they are not
+//! retried) and then one probe per cooldown, not one publish in every `N`.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -21,6 +28,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::health::{Health, Route};
 use super::{Producer, ProducerConfig, ProducerStats};
 use crate::error::{ConfigError, PublishError, PublishErrorKind};
 
@@ -32,19 +40,27 @@ use crate::error::{ConfigError, PublishError, PublishErrorKind};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Strategy {
-    /// Each publish starts at the next node in turn (default).
+    /// Each publish starts at the next node in turn (default). When that node has more than
+    /// twice the requests in flight of the node after it, plus 16, the publish starts at
+    /// that one instead: a node that stops answering without closing its connections gets
+    /// no more publishes once its own have piled up, long before they time out. Nodes of
+    /// similar speed keep an even share; a much slower one gets what it answers.
     #[default]
     RoundRobin,
     /// Every publish starts at the first healthy node in the order given; the others are
-    /// fallbacks.
+    /// fallbacks. A node that stops answering gets every publish until one times out.
     PreferFirst,
 }
 
-/// A node, and until when it is skipped after a failure.
+/// Requests in flight by which a node must exceed twice the next one's before round robin
+/// passes it over (see [`Strategy::RoundRobin`]).
+const PILE_UP: u64 = 16;
+
+/// A node, and its health (whether it is skipped after a failure).
 #[derive(Debug)]
 struct Node {
     producer: Producer,
-    down_until: Option<Instant>,
+    health: Health,
 }
 
 #[derive(Debug)]
@@ -60,8 +76,8 @@ struct PoolInner {
     messages_published: AtomicU64,
     publishes_failed: AtomicU64,
     failovers: AtomicU64,
-    /// How many nodes have a cooldown set (expired or not): while none has, a success has
-    /// nothing to clear and takes no lock.
+    /// How many nodes failed and have not answered `OK` since: while none has, a success has
+    /// nothing to clear and takes no lock, and no node waits for a probe.
     marked_down: AtomicUsize,
 }
 
@@ -297,12 +313,12 @@ impl ProducerPool {
                 Some(node) => node,
                 None => Node {
                     producer: Producer::new(addr.clone(), self.inner.config.clone())?,
-                    down_until: None,
+                    health: Health::default(),
                 },
             };
             nodes.push((addr, node));
         }
-        let marked = nodes.iter().filter(|(_, n)| n.down_until.is_some()).count();
+        let marked = nodes.iter().filter(|(_, n)| n.health.is_marked()).count();
         self.inner.marked_down.store(marked, Ordering::Relaxed);
         for (addr, node) in old {
             tracing::info!(%addr, "nsqd left the pool");
@@ -323,40 +339,99 @@ impl ProducerPool {
         self.nodes().iter().map(|(a, _)| a.clone()).collect()
     }
 
-    /// The order to try nodes in for one publish: healthy nodes first (by strategy), then
-    /// the ones cooling down after a failure, as a last resort.
-    pub(crate) fn plan(&self) -> Vec<Producer> {
-        let nodes = self.nodes();
+    /// The node for one attempt of a publish, among those not `tried` yet, looking from
+    /// node `start` on:
+    ///
+    /// 1. on a first attempt, a node whose cooldown ended and that has no probe out: this
+    ///    publish is its probe;
+    /// 2. a healthy node: the first in order ([`Strategy::PreferFirst`]); with
+    ///    [`Strategy::RoundRobin`], the second when the first has piled up requests (more
+    ///    than twice the second's in flight, plus [`PILE_UP`]): a node that stopped
+    ///    answering so stops being given publishes long before they time out;
+    /// 3. as a last resort, a node cooling down or probing.
+    pub(crate) fn pick(&self, start: usize, tried: &[Producer]) -> Option<Producer> {
+        let mut nodes = self.nodes();
         let n = nodes.len();
-        if n == 0 {
-            return Vec::new();
-        }
-        let start = match self.inner.strategy {
-            Strategy::RoundRobin => self.inner.next.fetch_add(1, Ordering::Relaxed) % n,
-            Strategy::PreferFirst => 0,
-        };
         let now = Instant::now();
-        let (mut healthy, mut cooling) = (Vec::with_capacity(n), Vec::new());
-        for k in 0..n {
-            let (_, node) = &nodes[(start + k) % n];
-            if node.down_until.is_some_and(|t| t > now) {
-                cooling.push(node.producer.clone());
-            } else {
-                healthy.push(node.producer.clone());
+        let order = (0..n).map(|k| (start + k) % n);
+        let untried = |addr: &String| tried.iter().all(|p| p.addr() != addr);
+        if tried.is_empty() && self.inner.marked_down.load(Ordering::Relaxed) > 0 {
+            let probe = order
+                .clone()
+                .find(|&i| nodes[i].1.health.route(now) == Route::Probe);
+            if let Some(i) = probe {
+                nodes[i].1.health.probe_sent();
+                return Some(nodes[i].1.producer.clone());
             }
         }
-        healthy.extend(cooling);
-        healthy
+        let mut healthy = order
+            .clone()
+            .filter(|&i| untried(&nodes[i].0) && nodes[i].1.health.route(now) == Route::Healthy);
+        let first = healthy.next();
+        let second = match self.inner.strategy {
+            Strategy::RoundRobin => healthy.next(),
+            Strategy::PreferFirst => None,
+        };
+        match (first, second) {
+            (Some(a), Some(b)) => {
+                let (pa, pb) = (&nodes[a].1.producer, &nodes[b].1.producer);
+                let piled_up = pa.in_flight() > pb.in_flight().saturating_mul(2) + PILE_UP;
+                return Some(if piled_up { pb } else { pa }.clone());
+            }
+            (Some(a), None) => return Some(nodes[a].1.producer.clone()),
+            _ => {}
+        }
+        order
+            .filter(|&i| untried(&nodes[i].0))
+            .map(|i| nodes[i].1.producer.clone())
+            .next()
     }
 
-    pub(crate) fn mark(&self, addr: &str, failed: bool) {
-        if !failed && self.inner.marked_down.load(Ordering::Relaxed) == 0 {
-            return;
+    /// Where a publish starts looking: the next node in turn (round robin) or the first.
+    pub(crate) fn first_index(&self) -> usize {
+        match self.inner.strategy {
+            Strategy::RoundRobin => self.inner.next.fetch_add(1, Ordering::Relaxed),
+            Strategy::PreferFirst => 0,
         }
+    }
+
+    /// How many nodes the pool has now.
+    pub(crate) fn len(&self) -> usize {
+        self.nodes().len()
+    }
+
+    /// Records that `addr` answered a publish `OK`.
+    pub(crate) fn mark_ok(&self, addr: &str) {
+        if self.inner.marked_down.load(Ordering::Relaxed) > 0 {
+            self.mark(addr, Some(false));
+        }
+    }
+
+    /// Records a publish's failure on `addr`: one that another node may not share (see
+    /// [`PublishError::fails_over`]) counts against it; an error nsqd answered shows it
+    /// alive; any other (refused before it was sent) says nothing about it.
+    pub(crate) fn mark_error(&self, addr: &str, err: &PublishError) {
+        if err.fails_over() {
+            self.mark(addr, Some(true));
+        } else if matches!(err.kind(), PublishErrorKind::Server(_)) {
+            self.mark_ok(addr);
+        } else {
+            self.mark(addr, None);
+        }
+    }
+
+    /// `Some(failed)`: one of `addr`'s publishes was answered; `None`: its probe, if it was
+    /// one, came back without an answer and another may go.
+    fn mark(&self, addr: &str, outcome: Option<bool>) {
         let mut nodes = self.nodes();
         if let Some((_, node)) = nodes.iter_mut().find(|(a, _)| a == addr) {
-            let was_marked = node.down_until.is_some();
-            node.down_until = failed.then(|| Instant::now() + self.inner.cooldown);
+            let Some(failed) = outcome else {
+                node.health.probe_returned();
+                return;
+            };
+            let was_marked = node.health.is_marked();
+            node.health
+                .record(failed, Instant::now(), self.inner.cooldown);
             match (was_marked, failed) {
                 (false, true) => self.inner.marked_down.fetch_add(1, Ordering::Relaxed),
                 (true, false) => self.inner.marked_down.fetch_sub(1, Ordering::Relaxed),
@@ -365,9 +440,10 @@ impl ProducerPool {
         }
     }
 
-    /// Tries `op` on each node of the plan until one succeeds or an error does not fail over
-    /// (see [`PublishError::fails_over`]). The first node's attempt starts now (a producer
-    /// queues its publish when called); the others when the one before failed.
+    /// Tries `op` on one node after another (see [`pick`](Self::pick)) until one succeeds or
+    /// an error does not fail over (see [`PublishError::fails_over`]). The first node's
+    /// attempt starts now (a producer queues its publish when called); the others when the
+    /// one before failed.
     fn start<F, Fut>(
         &self,
         bodies: Vec<Bytes>,
@@ -379,35 +455,45 @@ impl ProducerPool {
     {
         let pool = self.clone();
         let messages = bodies.len() as u64;
-        let mut plan = self.plan().into_iter();
-        let first = match plan.next() {
-            Some(producer) => Ok((producer.addr().to_owned(), op(&producer, bodies))),
+        let from = self.first_index();
+        let first = match self.pick(from, &[]) {
+            // Each attempt on the heap: the pool's future stays a few words, however it is
+            // moved (into a task, a `FuturesUnordered`, a join), instead of several copies of
+            // a producer's.
+            Some(producer) => {
+                let attempt = Box::pin(op(&producer, bodies));
+                Ok((producer, attempt))
+            }
             None => Err(PublishError::new(PublishErrorKind::NoNodes, "", bodies)),
         };
         let attempts = async move {
-            let (mut addr, mut attempt) = first?;
+            let (mut producer, mut attempt) = first?;
+            let mut tried = Vec::new();
             loop {
-                let err = match attempt.await {
+                let err = match attempt.as_mut().await {
                     Ok(()) => {
-                        pool.mark(&addr, false);
+                        pool.mark_ok(producer.addr());
                         return Ok(());
                     }
-                    Err(err) if err.fails_over() => err,
-                    Err(err) => return Err(err),
+                    Err(err) => err,
                 };
-                tracing::warn!(%addr, error = %err, "publish failed; trying the next nsqd");
-                pool.mark(&addr, true);
+                pool.mark_error(producer.addr(), &err);
+                if !err.fails_over() {
+                    return Err(err);
+                }
+                tracing::warn!(addr = %producer.addr(), error = %err, "publish failed; trying the next nsqd");
                 // A timeout keeps no bodies (the caller's future may still own them in
                 // flight): nothing to retry with.
                 if err.bodies().is_empty() {
                     return Err(err);
                 }
-                let Some(next) = plan.next() else {
+                tried.push(producer);
+                let Some(next) = pool.pick(from, &tried) else {
                     return Err(err);
                 };
                 pool.inner.failovers.fetch_add(1, Ordering::Relaxed);
-                addr = next.addr().to_owned();
-                attempt = op(&next, err.into_bodies());
+                attempt = Box::pin(op(&next, err.into_bodies()));
+                producer = next;
             }
         };
         let inner = self.inner.clone();
@@ -448,7 +534,7 @@ impl ProducerPool {
             .map(|(addr, node)| NodeStats {
                 addr: addr.clone(),
                 producer: node.producer.stats(),
-                cooling_down: node.down_until.is_some_and(|t| t > now),
+                cooling_down: node.health.is_cooling(now),
             })
             .collect();
         PoolStats {
@@ -598,4 +684,30 @@ async fn discover(http: &reqwest::Client, lookupds: &[String]) -> Vec<String> {
         }
     }
     found.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pool's publish future holds its attempt on the heap: moving it (into a task, a
+    /// `FuturesUnordered`) copies a few words, not several producer futures.
+    #[tokio::test]
+    async fn a_publish_future_stays_small_to_move() {
+        let pool = ProducerPool::new(
+            ["127.0.0.1:1"],
+            ProducerConfig::default(),
+            Strategy::RoundRobin,
+        )
+        .unwrap();
+        let topic = Topic::new("t").unwrap();
+        let publish = pool.publish(&topic, "x");
+        let multi = pool.multi_publish(&topic, vec![Bytes::from("x")]);
+        for size in [
+            std::mem::size_of_val(&publish),
+            std::mem::size_of_val(&multi),
+        ] {
+            assert!(size <= 512, "a pool publish future of {size} bytes");
+        }
+    }
 }

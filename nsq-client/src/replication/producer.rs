@@ -297,13 +297,13 @@ impl ReplicatedProducer {
         let key = MessageKey::new(self.producer_id, sequence);
         let wrapped = envelope(key, &body);
         let topic = topic.clone();
-        let plan = self.pool.plan();
         // No more copies than nsqd to put them on, however many were asked for.
-        let room = self.replication.copies.min(plan.len());
+        let room = self.replication.copies.min(self.pool.len());
         let mut copies = Copies {
             pool: self.pool.clone(),
             start: move |producer: &Producer| producer.publish(&topic, wrapped.clone()),
-            plan: plan.into_iter(),
+            from: self.pool.first_index(),
+            tried: Vec::with_capacity(room),
             running: Vec::with_capacity(room),
             acked: Vec::with_capacity(room),
             failed: Vec::new(),
@@ -344,8 +344,10 @@ impl ReplicatedProducer {
 struct Copies<S, F> {
     pool: ProducerPool,
     start: S,
-    /// The nsqd not tried yet, in the order to try them.
-    plan: std::vec::IntoIter<Producer>,
+    /// Where the pool starts looking for nsqd ([`ProducerPool::pick`]).
+    from: usize,
+    /// The nsqd a copy was started on: no other goes there.
+    tried: Vec<Producer>,
     /// The copies in flight (a few: polled in turn, no task of their own).
     running: Vec<(Producer, Pin<Box<F>>)>,
     acked: Vec<Producer>,
@@ -361,14 +363,15 @@ where
     S: Fn(&Producer) -> F,
     F: Future<Output = Result<(), PublishError>>,
 {
-    /// Starts a copy on the next nsqd of the plan; false when there is none.
+    /// Starts a copy on an nsqd that has none; false when there is none left.
     fn start_next(&mut self) -> bool {
         if self.stopped {
             return false;
         }
-        let Some(producer) = self.plan.next() else {
+        let Some(producer) = self.pool.pick(self.from, &self.tried) else {
             return false;
         };
+        self.tried.push(producer.clone());
         let publish = Box::pin((self.start)(&producer));
         self.running.push((producer, publish));
         true
@@ -397,14 +400,13 @@ where
         };
         match result {
             Ok(()) => {
-                self.pool.mark(producer.addr(), false);
+                self.pool.mark_ok(producer.addr());
                 self.acked.push(producer);
             }
             Err(err) => {
                 tracing::warn!(nsqd = %producer.addr(), error = %err, "a replicated copy failed");
-                if err.fails_over() {
-                    self.pool.mark(producer.addr(), true);
-                } else {
+                self.pool.mark_error(producer.addr(), &err);
+                if !err.fails_over() {
                     self.stopped = true;
                 }
                 self.failed.push((producer.addr().to_owned(), err));
