@@ -14,7 +14,11 @@
 //! * `nsq-latency-bench`: publish-to-consumer latency at fixed rates, nsq-client against
 //!   go-nsq and tokio-nsq, through nsqd 1.3.0 and nsq-server-lite;
 //! * `nsq-scale-bench`: one consumer over 1 to 100 nsqd: throughput, CPU, Σ RDY, memory per
-//!   connection and starvation.
+//!   connection and starvation;
+//! * `nsq-pool-bench`: one `ProducerPool` over 1 to 50 nsqd: throughput, and failover when
+//!   one of them dies or hangs;
+//! * `nsq-connections-bench`: 1,000 clients on one broker, nsq-server-lite against nsqd:
+//!   memory per idle connection and per queued message, throughput.
 
 pub mod latency;
 
@@ -63,6 +67,29 @@ pub fn process_cpu_seconds(pid: &str) -> Result<f64, String> {
             .ok_or_else(|| "bad /proc/<pid>/stat".to_owned())
     };
     Ok(tick(11)? + tick(12)?)
+}
+
+/// The resident set of process `pid` (a number, or `self`), in bytes, from
+/// `/proc/<pid>/statm` (Linux; 4 KiB pages).
+///
+/// # Errors
+///
+/// When the process's `statm` cannot be read or parsed.
+///
+/// ```
+/// assert!(nsq_benchmarks::process_resident_bytes("self")? > 0);
+/// assert!(nsq_benchmarks::process_resident_bytes("not-a-pid").is_err());
+/// # Ok::<(), String>(())
+/// ```
+pub fn process_resident_bytes(pid: &str) -> Result<u64, String> {
+    let path = format!("/proc/{pid}/statm");
+    let statm = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .ok_or("bad /proc/<pid>/statm")?;
+    Ok(pages * 4096)
 }
 
 /// The median of `values` (the mean of the middle two of an even count); `None` for none.
@@ -221,5 +248,50 @@ impl std::fmt::Display for Broker {
             Broker::Nsqd => "nsqd",
             Broker::Lite => "lite",
         })
+    }
+}
+
+impl Broker {
+    /// Starts `n` processes of this broker on free loopback ports, with `extra` flags.
+    ///
+    /// # Errors
+    ///
+    /// When its program is missing or one of them does not start listening.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), String> {
+    /// let brokers = nsq_benchmarks::Broker::Lite.start(10, &[]).await?;
+    /// assert_eq!(brokers.len(), 10);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn start(self, n: usize, extra: &[&str]) -> Result<Vec<nsq_tests::RealNsqd>, String> {
+        let bin = self.binary()?;
+        let extra: Vec<String> = extra.iter().map(|&f| f.to_owned()).collect();
+        tokio::task::spawn_blocking(move || {
+            let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+            (0..n)
+                .map(|_| nsq_tests::RealNsqd::start(&bin, &extra))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| format!("starting {n} brokers: {e}"))
+    }
+}
+
+/// A bench's last line (how long it took) and its exit code.
+///
+/// ```
+/// let code = nsq_benchmarks::finish(std::time::Instant::now(), false);
+/// assert_eq!(code, std::process::ExitCode::SUCCESS);
+/// ```
+#[allow(clippy::print_stdout)]
+pub fn finish(started: std::time::Instant, failed: bool) -> std::process::ExitCode {
+    println!();
+    println!("took {:.0} s", started.elapsed().as_secs_f64());
+    if failed {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
     }
 }

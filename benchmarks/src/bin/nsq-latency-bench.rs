@@ -289,11 +289,5 @@ fn main() -> ExitCode {
             }
         }
     }
-    println!();
-    println!("took {:.0} s", started.elapsed().as_secs_f64());
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
+    nsq_benchmarks::finish(started, failed)
 }

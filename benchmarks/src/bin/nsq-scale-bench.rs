@@ -70,17 +70,6 @@ struct Opts {
     probe_topic: Option<String>,
 }
 
-/// The resident set of this process, in bytes.
-fn resident_bytes() -> Result<u64, String> {
-    let statm = std::fs::read_to_string("/proc/self/statm").map_err(|e| e.to_string())?;
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .ok_or("bad /proc/self/statm")?;
-    Ok(pages * 4096)
-}
-
 struct Cluster {
     brokers: Vec<RealNsqd>,
     topics: usize,
@@ -344,20 +333,9 @@ fn med(values: impl Iterator<Item = f64>) -> f64 {
 }
 
 async fn bench(o: &Opts, broker: Broker, baseline: &mut Option<Throughput>) -> Result<(), String> {
-    let bin = broker.binary()?;
     for &n in &o.counts {
-        let brokers = {
-            let bin = bin.clone();
-            tokio::task::spawn_blocking(move || {
-                (0..n)
-                    .map(|_| RealNsqd::start(&bin, &[]))
-                    .collect::<Vec<_>>()
-            })
-            .await
-            .map_err(|e| e.to_string())?
-        };
         let mut cluster = Cluster {
-            brokers,
+            brokers: broker.start(n, &[]).await?,
             topics: 0,
             body: Bytes::from(vec![b'x'; o.size]),
         };
@@ -431,7 +409,7 @@ async fn bench(o: &Opts, broker: Broker, baseline: &mut Option<Throughput>) -> R
 /// `--idle-probe`: the resident set a consumer over `addrs` adds per connection.
 async fn idle_probe(addrs: &[String], topic: &str) -> Result<f64, String> {
     let topic = Topic::new(topic).map_err(|e| e.to_string())?;
-    let rss0 = resident_bytes()?;
+    let rss0 = nsq_benchmarks::process_resident_bytes("self")?;
     let mut builder = Consumer::builder(topic, Channel::new("c").expect("channel"))
         .config(ConsumerConfig::default().max_in_flight(2500));
     for addr in addrs {
@@ -439,7 +417,7 @@ async fn idle_probe(addrs: &[String], topic: &str) -> Result<f64, String> {
     }
     let consumer = builder.build().map_err(|e| e.to_string())?;
     all_connected(&consumer, addrs.len()).await?;
-    let rss = resident_bytes()?.saturating_sub(rss0);
+    let rss = nsq_benchmarks::process_resident_bytes("self")?.saturating_sub(rss0);
     consumer.stop().await;
     Ok(rss as f64 / addrs.len() as f64)
 }
@@ -476,11 +454,5 @@ async fn main() -> ExitCode {
             failed = true;
         }
     }
-    println!();
-    println!("took {:.0} s", started.elapsed().as_secs_f64());
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
+    nsq_benchmarks::finish(started, failed)
 }
