@@ -92,6 +92,24 @@ pub fn process_resident_bytes(pid: &str) -> Result<u64, String> {
     Ok(pages * 4096)
 }
 
+/// A count above zero, for clap's `value_parser`.
+///
+/// # Errors
+///
+/// When `v` is not a whole number above zero.
+///
+/// ```
+/// assert_eq!(nsq_benchmarks::positive("3"), Ok(3));
+/// assert!(nsq_benchmarks::positive("0").is_err());
+/// assert!(nsq_benchmarks::positive("x").is_err());
+/// ```
+pub fn positive(v: &str) -> Result<usize, String> {
+    match v.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("not a positive count: {v:?}")),
+    }
+}
+
 /// The median of `values` (the mean of the middle two of an even count); `None` for none.
 ///
 /// ```

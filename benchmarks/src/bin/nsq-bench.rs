@@ -41,57 +41,47 @@ use tokio::sync::Barrier;
 use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::CancellationToken;
 
-const USAGE: &str = "\
-usage: nsq-bench [options]
-  --msgs N          messages per scenario run (default 2000000)
-  --size BYTES      message body size (default 100)
-  --batch N         messages per MPUB (default 200)
-  --window N        MPUBs in flight per publisher connection (default 8)
-  --pub LIST        publisher connection counts, comma separated (default 1,4)
-  --sub LIST        consumer connection counts, comma separated (default 1,4)
-  --rdy N           RDY count of each consumer (default 2500)
-  --runs N          runs of every scenario; the table shows medians (default 3)
-  --brokers LIST    lite, nsqd or both (default lite,nsqd)
-  --lite-threads N  worker threads of the lite broker's runtime (default 2)
-  --gen-threads N   worker threads of the load generator's runtime (default 2)";
-
 const CHANNEL: &str = "bench";
 
-/// Command-line options.
-#[derive(Debug, Clone)]
+/// nsq-server-lite against nsqd 1.3.0, end to end: publishing, consuming, both at once.
+#[derive(Debug, Clone, clap::Parser)]
 struct Opts {
+    /// Messages per scenario run.
+    #[arg(long, default_value_t = 2_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     msgs: u64,
+    /// Message body size, bytes.
+    #[arg(long, default_value_t = 100, value_parser = nsq_benchmarks::positive)]
     size: usize,
+    /// Messages per MPUB.
+    #[arg(long, default_value_t = 200, value_parser = nsq_benchmarks::positive)]
     batch: usize,
+    /// MPUBs in flight per publisher connection.
+    #[arg(long, default_value_t = 8, value_parser = nsq_benchmarks::positive)]
     window: usize,
+    /// Publisher connection counts, comma separated.
+    #[arg(long = "pub", value_delimiter = ',', default_values_t = [1, 4], value_parser = nsq_benchmarks::positive)]
     pub_conns: Vec<usize>,
+    /// Consumer connection counts, comma separated.
+    #[arg(long = "sub", value_delimiter = ',', default_values_t = [1, 4], value_parser = nsq_benchmarks::positive)]
     sub_conns: Vec<usize>,
+    /// RDY count of each consumer.
+    #[arg(long, default_value_t = 2500, value_parser = clap::value_parser!(u32).range(1..))]
     rdy: u32,
+    /// Runs of every scenario; the table shows medians.
+    #[arg(long, default_value_t = 3, value_parser = nsq_benchmarks::positive)]
     runs: usize,
+    /// Brokers, comma separated.
+    #[arg(long, value_delimiter = ',', default_values = ["lite", "nsqd"])]
     brokers: Vec<Kind>,
+    /// Worker threads of the lite broker's runtime.
+    #[arg(long, default_value_t = 2, value_parser = nsq_benchmarks::positive)]
     lite_threads: usize,
+    /// Worker threads of the load generator's runtime.
+    #[arg(long, default_value_t = 2, value_parser = nsq_benchmarks::positive)]
     gen_threads: usize,
 }
 
-impl Default for Opts {
-    fn default() -> Self {
-        Self {
-            msgs: 2_000_000,
-            size: 100,
-            batch: 200,
-            window: 8,
-            pub_conns: vec![1, 4],
-            sub_conns: vec![1, 4],
-            rdy: 2500,
-            runs: 3,
-            brokers: vec![Kind::Lite, Kind::Nsqd],
-            lite_threads: 2,
-            gen_threads: 2,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 enum Kind {
     Lite,
     Nsqd,
@@ -104,57 +94,6 @@ impl Kind {
             Kind::Nsqd => "nsqd 1.3.0",
         }
     }
-}
-
-fn parse_list(value: &str) -> Result<Vec<usize>, String> {
-    value
-        .split(',')
-        .map(|v| match v.trim().parse::<usize>() {
-            Ok(n) if n > 0 => Ok(n),
-            _ => Err(format!("not a positive count: {v:?}")),
-        })
-        .collect()
-}
-
-fn parse_args() -> Result<Opts, String> {
-    let mut opts = Opts::default();
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        if flag == "-h" || flag == "--help" {
-            return Err(String::new());
-        }
-        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        let number = |v: &str| -> Result<u64, String> {
-            v.parse::<u64>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| format!("{flag}: not a positive number: {v:?}"))
-        };
-        match flag.as_str() {
-            "--msgs" => opts.msgs = number(&value)?,
-            "--size" => opts.size = number(&value)? as usize,
-            "--batch" => opts.batch = number(&value)? as usize,
-            "--window" => opts.window = number(&value)? as usize,
-            "--pub" => opts.pub_conns = parse_list(&value)?,
-            "--sub" => opts.sub_conns = parse_list(&value)?,
-            "--rdy" => opts.rdy = number(&value)? as u32,
-            "--runs" => opts.runs = number(&value)? as usize,
-            "--lite-threads" => opts.lite_threads = number(&value)? as usize,
-            "--gen-threads" => opts.gen_threads = number(&value)? as usize,
-            "--brokers" => {
-                opts.brokers = value
-                    .split(',')
-                    .map(|b| match b.trim() {
-                        "lite" => Ok(Kind::Lite),
-                        "nsqd" => Ok(Kind::Nsqd),
-                        other => Err(format!("unknown broker {other:?}")),
-                    })
-                    .collect::<Result<_, _>>()?;
-            }
-            other => return Err(format!("unknown option {other}")),
-        }
-    }
-    Ok(opts)
 }
 
 /// A broker under load, with the runtime or process that keeps it alive.
@@ -549,16 +488,7 @@ fn rate(v: f64) -> String {
 }
 
 fn main() -> ExitCode {
-    let opts = match parse_args() {
-        Ok(opts) => opts,
-        Err(err) => {
-            if !err.is_empty() {
-                eprintln!("nsq-bench: {err}");
-            }
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let opts = <Opts as clap::Parser>::parse();
     match run(&opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

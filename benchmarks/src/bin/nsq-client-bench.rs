@@ -59,82 +59,46 @@ use std::process::ExitCode;
 use nsq_benchmarks::{median, run_client, run_program, sibling_binary};
 use nsq_tests::{http, RealNsqd};
 
-const USAGE: &str = "\
-usage: nsq-client-bench [options]
-  --runs N            runs of every scenario and client; the table shows medians (default 3)
-  --size BYTES        message body size (default 100)
-  --awaited-count N   messages of the awaited scenario (default 20000)
-  --slow-count N      ... for tokio-nsq, whose every write waits for its 250 ms flush timer
-                      (default 20)
-  --pub-count N       messages of the pipelined PUB scenarios (default 500000)
-  --window N          outstanding publishes per caller when pipelined (default 1000)
-  --mpub-count N      messages of the MPUB scenarios (default 2000000)
-  --consume-count N   messages of the consume scenario, 0 to leave it out (default 1000000)
-  --runfor SECONDS    how long bench_writer runs in the MPUB scenarios (default 3)
-  --reader-runfor SECONDS
-                      how long bench_reader runs in the consume scenario; its topic holds
-                      2 × --consume-count messages, which it must not use up (default 2)
-  --only LIST         scenarios to run, comma separated: awaited, pub1, pub8, mpub100,
-                      mpub200, consume (default all)";
-
-#[derive(Debug, Clone)]
+/// nsq-client against go-nsq and tokio-nsq on real nsqd 1.3.0, with nsq's raw `bench_writer`
+/// and `bench_reader` and a blocking socket as references.
+#[derive(Debug, Clone, clap::Parser)]
 struct Opts {
+    /// Runs of every scenario and client; the table shows medians.
+    #[arg(long, default_value_t = 3, value_parser = nsq_benchmarks::positive)]
     runs: usize,
+    /// Message body size, bytes.
+    #[arg(long, default_value_t = 100, value_parser = nsq_benchmarks::positive)]
     size: usize,
+    /// Messages of the awaited scenario.
+    #[arg(long, default_value_t = 20_000, value_parser = nsq_benchmarks::positive)]
     awaited_count: usize,
+    /// Messages of the awaited scenario for tokio-nsq, whose every write waits for its
+    /// 250 ms flush timer.
+    #[arg(long, default_value_t = 20, value_parser = nsq_benchmarks::positive)]
     slow_count: usize,
+    /// Messages of the pipelined PUB scenarios.
+    #[arg(long, default_value_t = 500_000, value_parser = nsq_benchmarks::positive)]
     pub_count: usize,
+    /// Outstanding publishes per caller when pipelined.
+    #[arg(long, default_value_t = 1000, value_parser = nsq_benchmarks::positive)]
     window: usize,
+    /// Messages of the MPUB scenarios.
+    #[arg(long, default_value_t = 2_000_000, value_parser = nsq_benchmarks::positive)]
     mpub_count: usize,
+    /// Messages of the consume scenario, 0 to leave it out.
+    #[arg(long, default_value_t = 1_000_000)]
     consume_count: usize,
+    /// Seconds bench_writer runs in the MPUB scenarios.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
     runfor: u64,
+    /// Seconds bench_reader runs in the consume scenario; its topic holds 2 ×
+    /// --consume-count messages, which it must not use up.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
     reader_runfor: u64,
+    /// Scenarios to run, comma separated: awaited, pub1, pub8, mpub100, mpub200, consume
+    /// (default all).
+    #[arg(long, value_delimiter = ',')]
     only: Option<Vec<String>>,
-}
-
-fn parse_args() -> Result<Opts, String> {
-    let mut o = Opts {
-        runs: 3,
-        size: 100,
-        awaited_count: 20_000,
-        slow_count: 20,
-        pub_count: 500_000,
-        window: 1000,
-        mpub_count: 2_000_000,
-        consume_count: 1_000_000,
-        runfor: 3,
-        reader_runfor: 2,
-        only: None,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        if flag == "-h" || flag == "--help" {
-            return Err(String::new());
-        }
-        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        let num = |zero_ok: bool| -> Result<usize, String> {
-            value
-                .parse::<usize>()
-                .ok()
-                .filter(|n| zero_ok || *n > 0)
-                .ok_or_else(|| format!("{flag}: not a positive number: {value:?}"))
-        };
-        match flag.as_str() {
-            "--runs" => o.runs = num(false)?,
-            "--size" => o.size = num(false)?,
-            "--awaited-count" => o.awaited_count = num(false)?,
-            "--slow-count" => o.slow_count = num(false)?,
-            "--pub-count" => o.pub_count = num(false)?,
-            "--window" => o.window = num(false)?,
-            "--mpub-count" => o.mpub_count = num(false)?,
-            "--consume-count" => o.consume_count = num(true)?,
-            "--runfor" => o.runfor = num(false)? as u64,
-            "--reader-runfor" => o.reader_runfor = num(false)? as u64,
-            "--only" => o.only = Some(value.split(',').map(|s| s.trim().to_owned()).collect()),
-            other => return Err(format!("unknown option {other}")),
-        }
-    }
-    Ok(o)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -630,16 +594,7 @@ fn mem_queue_size(scenarios: &[Scenario], o: &Opts) -> usize {
 }
 
 fn main() -> ExitCode {
-    let opts = match parse_args() {
-        Ok(o) => o,
-        Err(why) => {
-            if !why.is_empty() {
-                eprintln!("nsq-client-bench: {why}");
-            }
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let opts = <Opts as clap::Parser>::parse();
     let Some(nsqd_bin) = std::env::var_os("NSQD_BIN").filter(|v| !v.is_empty()) else {
         eprintln!(
             "skipping: NSQD_BIN is not set (run scripts/install-peers.sh and source its env file)"

@@ -45,91 +45,58 @@ use futures::StreamExt;
 use nsq_client::proto::Topic;
 use nsq_client::{Producer, ProducerConfig};
 
-#[derive(Debug, Clone)]
+/// nsq-client's side of nsq-client-bench and nsq-latency-bench: one load, one JSON report.
+#[derive(Debug, Clone, clap::Parser)]
 struct Opts {
+    /// The nsqd TCP address.
+    #[arg(long)]
     nsqd: String,
+    /// The topic.
+    #[arg(long)]
     topic: String,
+    /// The load.
+    #[arg(long, value_parser = ["awaited", "pipelined", "mpub", "consume", "raw-awaited", "latency"])]
     mode: String,
+    /// Publishing tasks.
+    #[arg(long, default_value_t = 1, value_parser = nsq_benchmarks::positive)]
     callers: usize,
+    /// Bodies per MPUB (`--mode mpub`).
+    #[arg(long, default_value_t = 1, value_parser = nsq_benchmarks::positive)]
     batch: usize,
+    /// Messages, over all tasks.
+    #[arg(long, value_parser = nsq_benchmarks::positive)]
     count: usize,
+    /// Message body bytes.
+    #[arg(long, default_value_t = 100, value_parser = nsq_benchmarks::positive)]
     size: usize,
+    /// Outstanding publishes per task when pipelined.
+    #[arg(long, default_value_t = 1000, value_parser = nsq_benchmarks::positive)]
     window: usize,
+    /// The channel of `consume` and `latency`.
+    #[arg(long, default_value = "bench")]
     channel: String,
+    /// `off`: one PUB per publish (`ProducerConfig::merge_publishes(None)`).
+    #[arg(long, default_value = "on", value_parser = on_off, action = clap::ArgAction::Set)]
     merge: bool,
-    rate: usize,
+    /// Messages a second (`--mode latency`).
+    #[arg(long, value_parser = nsq_benchmarks::positive, required_if_eq("mode", "latency"))]
+    rate: Option<usize>,
+    /// The consumer's max_in_flight (`--mode latency`).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
     max_in_flight: u32,
+    /// `on`: nsqd does not buffer the consumer's messages (`--mode latency`).
+    #[arg(long, default_value = "off", value_parser = on_off, action = clap::ArgAction::Set)]
     low_latency: bool,
-    latencies: String,
+    /// Where the counted latencies go, one per line in nanoseconds (`--mode latency`).
+    #[arg(long, required_if_eq("mode", "latency"))]
+    latencies: Option<String>,
 }
 
-fn parse_args() -> Result<Opts, String> {
-    let mut o = Opts {
-        nsqd: String::new(),
-        topic: String::new(),
-        mode: String::new(),
-        callers: 1,
-        batch: 1,
-        count: 0,
-        size: 100,
-        window: 1000,
-        channel: "bench".to_owned(),
-        merge: true,
-        rate: 0,
-        max_in_flight: 200,
-        low_latency: false,
-        latencies: String::new(),
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let value = args.next().ok_or(format!("{flag} needs a value"))?;
-        let num = || {
-            value
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or(format!("{flag}: not a positive number: {value:?}"))
-        };
-        match flag.as_str() {
-            "--nsqd" => o.nsqd = value.clone(),
-            "--topic" => o.topic = value.clone(),
-            "--mode" => o.mode = value.clone(),
-            "--callers" => o.callers = num()?,
-            "--batch" => o.batch = num()?,
-            "--count" => o.count = num()?,
-            "--size" => o.size = num()?,
-            "--window" => o.window = num()?,
-            "--channel" => o.channel = value.clone(),
-            "--merge" => o.merge = on_off(&flag, &value)?,
-            "--low-latency" => o.low_latency = on_off(&flag, &value)?,
-            "--rate" => o.rate = num()?,
-            "--latencies" => o.latencies = value.clone(),
-            "--max-in-flight" => {
-                o.max_in_flight = u32::try_from(num()?).map_err(|e| format!("{flag}: {e}"))?;
-            }
-            other => return Err(format!("unknown option {other}")),
-        }
-    }
-    if o.nsqd.is_empty() || o.topic.is_empty() || o.count == 0 {
-        return Err("--nsqd, --topic and --count are needed".into());
-    }
-    if !matches!(
-        o.mode.as_str(),
-        "awaited" | "pipelined" | "mpub" | "consume" | "raw-awaited" | "latency"
-    ) {
-        return Err(format!("unsupported --mode {:?}", o.mode));
-    }
-    if o.mode == "latency" && (o.rate == 0 || o.latencies.is_empty()) {
-        return Err("--mode latency needs --rate and --latencies".into());
-    }
-    Ok(o)
-}
-
-fn on_off(flag: &str, value: &str) -> Result<bool, String> {
+fn on_off(value: &str) -> Result<bool, String> {
     match value {
         "on" => Ok(true),
         "off" => Ok(false),
-        _ => Err(format!("{flag}: on or off, not {value:?}")),
+        _ => Err(format!("on or off, not {value:?}")),
     }
 }
 
@@ -246,7 +213,8 @@ async fn latency(o: &Opts, start: Instant) -> Result<Vec<u64>, String> {
     let producer =
         Producer::new(o.nsqd.clone(), ProducerConfig::default()).map_err(|e| e.to_string())?;
     let nanos = move || u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-    let (warmup, count, rate) = (o.rate as u64, o.count as u64, o.rate as f64);
+    let rate = o.rate.ok_or("--mode latency needs --rate")?;
+    let (warmup, count, rate) = (rate as u64, o.count as u64, rate as f64);
     let total = warmup + count;
     let failed = Arc::new(AtomicUsize::new(0));
     let publisher = {
@@ -336,13 +304,7 @@ async fn run(o: &Opts) -> Result<usize, String> {
 }
 
 fn main() -> ExitCode {
-    let o = match parse_args() {
-        Ok(o) => o,
-        Err(why) => {
-            eprintln!("[nsq-producer-client] usage error: {why}");
-            return ExitCode::from(2);
-        }
-    };
+    let o = <Opts as clap::Parser>::parse();
     // The default multi-thread runtime, as an application would have it.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -361,7 +323,8 @@ fn main() -> ExitCode {
             .and_then(|probed| probed)
             .and_then(|nanos| {
                 let lines: String = nanos.iter().map(|n| format!("{n}\n")).collect();
-                std::fs::write(&o.latencies, lines).map_err(|e| format!("{}: {e}", o.latencies))?;
+                let path = o.latencies.as_deref().unwrap_or_default();
+                std::fs::write(path, lines).map_err(|e| format!("{path}: {e}"))?;
                 Ok(nanos.len())
             })
     } else {
