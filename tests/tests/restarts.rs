@@ -82,26 +82,27 @@ async fn during_backoff(kind: BrokerKind) {
     let mut events = consumer.events();
     let mut failures_left = 3;
     let mut seen = HashSet::new();
-    // Fail the first deliveries until the consumer says it backs off.
+    // Fail the first deliveries until the consumer says it backs off. The event, not a
+    // stats read after each message: the supervisor counts a failure after the message's
+    // answer, and by then later successes may have brought the level back to 0.
+    let deadline = Instant::now() + WAIT;
     loop {
-        let msg = tokio::time::timeout(WAIT, consumer.next())
-            .await
-            .expect("a message")
-            .expect("open");
-        if failures_left > 0 {
-            failures_left -= 1;
-            msg.requeue(Some(Duration::ZERO)).unwrap();
-        } else {
-            seen.insert(String::from_utf8_lossy(msg.body()).into_owned());
-            msg.finish().unwrap();
-        }
-        if consumer.stats().backoff_level > 0 {
-            break;
-        }
-    }
-    loop {
-        if let ConsumerEvent::BackoffEntered { .. } = next_event(&mut events).await {
-            break;
+        tokio::select! {
+            event = next_event(&mut events) => {
+                if let ConsumerEvent::BackoffEntered { .. } = event {
+                    break;
+                }
+            }
+            msg = tokio::time::timeout_at(deadline.into(), consumer.next()) => {
+                let msg = msg.expect("backing off in time").expect("open");
+                if failures_left > 0 {
+                    failures_left -= 1;
+                    msg.requeue(Some(Duration::ZERO)).unwrap();
+                } else {
+                    seen.insert(String::from_utf8_lossy(msg.body()).into_owned());
+                    msg.finish().unwrap();
+                }
+            }
         }
     }
     broker.restart(&opts).await;

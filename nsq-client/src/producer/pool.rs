@@ -353,7 +353,8 @@ impl ProducerPool {
         let mut nodes = self.nodes();
         let n = nodes.len();
         let now = Instant::now();
-        let order = (0..n).map(|k| (start + k) % n);
+        // `start` grows with every publish: reduced first, so that nothing overflows.
+        let order = (0..n).map(|k| (start % n + k) % n);
         let untried = |addr: &String| tried.iter().all(|p| p.addr() != addr);
         if tried.is_empty() && self.inner.marked_down.load(Ordering::Relaxed) > 0 {
             let probe = order
@@ -708,6 +709,19 @@ mod tests {
             std::mem::size_of_val(&multi),
         ] {
             assert!(size <= 512, "a pool publish future of {size} bytes");
+        }
+    }
+
+    /// The round-robin counter may reach any value (it wraps after 2^64 publishes): picking
+    /// from it neither overflows nor leaves the node list.
+    #[tokio::test]
+    async fn picking_from_any_counter_value_stays_in_the_node_list() {
+        let addrs = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"];
+        let pool =
+            ProducerPool::new(addrs, ProducerConfig::default(), Strategy::RoundRobin).unwrap();
+        for start in [0, 1, 2, usize::MAX - 1, usize::MAX] {
+            let picked = pool.pick(start, &[]).expect("a node");
+            assert_eq!(picked.addr(), addrs[start % 3], "from {start}");
         }
     }
 }
