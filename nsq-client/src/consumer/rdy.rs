@@ -535,10 +535,16 @@ impl Rdy {
                     break;
                 }
                 let i = (start + k) % n;
-                let c = &self.conns[i];
+                let c = &mut self.conns[i];
                 if targets[i] == 0 && c.eligible() && !c.draining && revoked[i] == second_pass {
                     targets[i] = 1;
                     free -= 1;
+                    if second_pass {
+                        // It keeps the RDY it gave up, as nobody else took it: its turn
+                        // starts over, or its expiry would already be past.
+                        c.held_since = now;
+                        c.idle_since = now;
+                    }
                 }
             }
         }

@@ -283,6 +283,23 @@ fn no_rotation_when_nobody_waits() {
     assert_eq!(h.rdys(), vec![1, 1]);
 }
 
+/// Expired holders give RDY up as many as conns wait; when the budget grows at the same
+/// moment, a slot is left over and goes back to a holder that gave RDY up. That holder starts a
+/// new turn, so the next rotation is a whole `idle_rotate` away, not already past.
+#[test]
+fn a_holder_given_its_rdy_back_starts_a_new_turn() {
+    let mut h = Harness::new(config(2));
+    for id in 1..=4 {
+        h.connect(id, 2500);
+    }
+    assert_eq!(h.rdys(), vec![1, 1, 0, 0]);
+    h.advance(101 * MS);
+    // Conns 1 and 2 are idle past idle_rotate: both give RDY up to 3 and 4, and the third
+    // slot goes back round to conn 1.
+    assert_eq!(h.set_mif(3), vec![send(2, 0), send(3, 1), send(4, 1)]);
+    assert_eq!(h.rdy.next_deadline(), Some(h.now + 100 * MS));
+}
+
 #[test]
 fn every_idle_conn_holds_rdy_within_n_idle_rotations() {
     for n in 2..8u64 {
