@@ -1,5 +1,5 @@
 //! What the benchmark binaries share: processes' CPU time, medians, running client programs,
-//! and the latency probe.
+//! the latency probe and the raw reader.
 //!
 //! The binaries (each prints the table that goes into BENCHMARKS.md):
 //!
@@ -21,21 +21,25 @@
 //!   memory per idle connection and per queued message, throughput.
 
 pub mod latency;
+pub mod raw_reader;
 
-/// User + system CPU seconds of this process, from `/proc/self/stat` (Linux; 100 ticks per
-/// second).
+/// User + system CPU seconds of this process, every thread's, to the nanosecond
+/// (`CLOCK_PROCESS_CPUTIME_ID`): runs of a fraction of a second are measured, where the
+/// 10 ms ticks of `/proc/self/stat` would round them.
 ///
 /// # Errors
 ///
-/// When `/proc/self/stat` cannot be read or parsed.
+/// None on Linux; the `Result` matches [`process_cpu_seconds`].
 ///
 /// ```
 /// let before = nsq_benchmarks::cpu_seconds()?;
-/// assert!(nsq_benchmarks::cpu_seconds()? >= before);
+/// let spun: u64 = (0..1_000_000u64).map(std::hint::black_box).sum();
+/// assert!(spun > 0 && nsq_benchmarks::cpu_seconds()? > before);
 /// # Ok::<(), String>(())
 /// ```
 pub fn cpu_seconds() -> Result<f64, String> {
-    process_cpu_seconds("self")
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Ok(t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9)
 }
 
 /// User + system CPU seconds of process `pid` (a number, or `self`), from `/proc/<pid>/stat`

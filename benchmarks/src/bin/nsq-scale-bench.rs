@@ -22,6 +22,13 @@
 //! * **starvation** (`max_in_flight` N / 2, fewer than the brokers, so that RDY must rotate):
 //!   200 messages on every broker; for each broker, the longest wait for its next message
 //!   (from the start, then between deliveries) while it still held messages.
+//! * **the floor** (a second table): the throughput load again through go-nsq's consumer
+//!   (`NSQ_GO_BENCH`, `nsq-bench-client --mode consume` with every address, in its own
+//!   process) and through [`nsq_benchmarks::raw_reader`] (the protocol and nothing else, one
+//!   task per connection on this process's runtime). The raw reader's CPU per message at N
+//!   brokers, against its own at 1, is what N sockets cost on this machine whatever the
+//!   client; nsq-client's CPU divided by the raw reader's at the same N is what the client
+//!   adds.
 //!
 //! ```sh
 //! source ~/.cache/nsq-rs-peers/env.sh
@@ -31,6 +38,7 @@
 #![allow(clippy::print_stdout)]
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -39,7 +47,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clap::Parser;
 use futures::StreamExt;
-use nsq_benchmarks::{cpu_seconds, median, Broker};
+use nsq_benchmarks::{cpu_seconds, median, raw_reader, Broker};
 use nsq_client::{Channel, Consumer, ConsumerConfig, Producer, ProducerConfig, Topic};
 use nsq_tests::{http, RealNsqd};
 
@@ -74,6 +82,14 @@ struct Cluster {
     brokers: Vec<RealNsqd>,
     topics: usize,
     body: Bytes,
+}
+
+/// Client CPU seconds per 100k messages of the throughput load, by client.
+#[derive(Debug, Clone, Copy)]
+struct Floor {
+    ours: f64,
+    go_nsq: Option<f64>,
+    raw: f64,
 }
 
 /// A consume run's figures.
@@ -264,6 +280,50 @@ impl Cluster {
         ))
     }
 
+    /// The throughput load through the raw reader: CPU seconds per 100k messages.
+    async fn consume_raw(&mut self, count: usize) -> Result<f64, String> {
+        let n = self.brokers.len();
+        let topic = self.fill(count / n).await?;
+        let count = count / n * n;
+        let cpu0 = cpu_seconds()?;
+        raw_reader::consume(&self.addrs(), &topic.to_string(), "c", 2500, count).await?;
+        let cpu = cpu_seconds()? - cpu0;
+        self.delete(&topic).await;
+        Ok(cpu * 100_000.0 / count as f64)
+    }
+
+    /// The throughput load through go-nsq's consumer, in its own process: CPU seconds per
+    /// 100k messages.
+    async fn consume_go(&mut self, program: &Path, count: usize) -> Result<f64, String> {
+        let n = self.brokers.len();
+        let topic = self.fill(count / n).await?;
+        let count = count / n * n;
+        let args = [
+            "--nsqd",
+            &self.addrs().join(","),
+            "--topic",
+            &topic.to_string(),
+            "--channel",
+            "c",
+            "--mode",
+            "consume",
+            "--count",
+            &count.to_string(),
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let program = program.to_owned();
+        let report =
+            tokio::task::spawn_blocking(move || nsq_benchmarks::run_client(&program, &args))
+                .await
+                .map_err(|e| e.to_string())??;
+        self.delete(&topic).await;
+        let cpu = report["cpu_seconds"]
+            .as_f64()
+            .ok_or_else(|| format!("go-nsq's report has no cpu_seconds: {report}"))?;
+        Ok(cpu * 100_000.0 / count as f64)
+    }
+
     /// The resident set a consumer of an empty topic adds per broker, once connected to all,
     /// measured by a fresh process of this program.
     async fn idle_bytes_per_conn(&mut self) -> Result<f64, String> {
@@ -332,7 +392,15 @@ fn med(values: impl Iterator<Item = f64>) -> f64 {
     median(values.collect()).unwrap_or(f64::NAN)
 }
 
-async fn bench(o: &Opts, broker: Broker, baseline: &mut Option<Throughput>) -> Result<(), String> {
+/// Runs every scenario over `broker`, printing a row of the main table per broker count and
+/// adding one of the floor table to `floor_rows`.
+async fn bench(
+    o: &Opts,
+    broker: Broker,
+    go_nsq: Option<&Path>,
+    floor_rows: &mut Vec<String>,
+) -> Result<(), String> {
+    let (mut baseline, mut floor_base): (Option<Throughput>, Option<Floor>) = (None, None);
     for &n in &o.counts {
         let mut cluster = Cluster {
             brokers: broker.start(n, &[]).await?,
@@ -341,10 +409,14 @@ async fn bench(o: &Opts, broker: Broker, baseline: &mut Option<Throughput>) -> R
         };
         let low = u32::try_from((n / 2).max(1)).unwrap_or(u32::MAX);
         let (mut runs, mut sweeps, mut low_sweeps, mut waits) = (vec![], vec![], vec![], vec![]);
-        let mut idle = vec![];
+        let (mut idle, mut raws, mut gos) = (vec![], vec![], vec![]);
         for _ in 0..o.runs {
             idle.push(cluster.idle_bytes_per_conn().await?);
             runs.push(cluster.consume(2500, o.messages, false).await?.0);
+            raws.push(cluster.consume_raw(o.messages).await?);
+            if let Some(program) = go_nsq {
+                gos.push(cluster.consume_go(program, o.messages).await?);
+            }
             if let (_, Some(rdy)) = cluster.consume(2500, o.messages, true).await? {
                 sweeps.push(rdy);
             }
@@ -361,6 +433,25 @@ async fn bench(o: &Opts, broker: Broker, baseline: &mut Option<Throughput>) -> R
             idle_total: med(idle.iter().copied()) * n as f64,
         };
         let base = *baseline.get_or_insert(t);
+        let floor = Floor {
+            ours: t.cpu_per_100k,
+            go_nsq: (!gos.is_empty()).then(|| med(gos.iter().copied())),
+            raw: med(raws.iter().copied()),
+        };
+        let fbase = *floor_base.get_or_insert(floor);
+        let go_cells = match (floor.go_nsq, fbase.go_nsq) {
+            (Some(go), Some(go1)) => format!("{go:.3} | {:.2}×", go / go1),
+            _ => "– | –".to_owned(),
+        };
+        floor_rows.push(format!(
+            "| {} | {n} | {:.3} | {:.2}× | {go_cells} | {:.3} | {:.2}× | {:.2}× |",
+            broker.name(),
+            floor.ours,
+            floor.ours / fbase.ours,
+            floor.raw,
+            floor.raw / fbase.raw,
+            floor.ours / floor.raw,
+        ));
         let max = |v: &[Rdys]| {
             let top = |f: fn(&Rdys) -> (u64, u64)| {
                 let swept = v.iter().map(|r| f(r).0).max().unwrap_or(0);
@@ -445,14 +536,28 @@ async fn main() -> ExitCode {
     println!();
     println!("| Broker | nsqd | msgs/s | ÷ 1 nsqd | client CPU s per 100k msgs | ÷ 1 nsqd | client KiB, connected and idle | Σ RDY max, swept / own (max_in_flight 2500) | … (max_in_flight N/2) | longest wait of an nsqd with messages (max_in_flight N/2) |");
     println!("|---|---:|---:|---:|---:|---:|---:|---|---|---:|");
+    let go_nsq = std::env::var_os("NSQ_GO_BENCH")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    if go_nsq.is_none() {
+        eprintln!("NSQ_GO_BENCH is not set: go-nsq left out of the floor table");
+    }
     let mut failed = false;
+    let mut floor = Vec::new();
     for &broker in &o.brokers {
         // Ratios are to this broker's own 1-nsqd figures.
-        let mut baseline = None;
-        if let Err(why) = bench(&o, broker, &mut baseline).await {
+        if let Err(why) = bench(&o, broker, go_nsq.as_deref(), &mut floor).await {
             eprintln!("{}: {why}", broker.name());
             failed = true;
         }
+    }
+    println!();
+    println!("The floor: client CPU s per 100k messages of the throughput load (max_in_flight 2500), by client");
+    println!();
+    println!("| Broker | nsqd | nsq-client | ÷ 1 nsqd | go-nsq | ÷ 1 nsqd | raw reader | ÷ 1 nsqd | nsq-client ÷ raw reader |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for row in floor {
+        println!("{row}");
     }
     nsq_benchmarks::finish(started, failed)
 }

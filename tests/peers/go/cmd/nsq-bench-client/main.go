@@ -16,7 +16,8 @@
 // mpub:      the same with MultiPublishAsync of K bodies: up to W MPUBs outstanding per goroutine.
 // consume:   a Consumer on T/C with MaxInFlight 2500 FINishes (handler returns nil) until M
 //
-//	messages were handled.
+//	messages were handled. --nsqd may list several addresses, comma separated: the
+//	Consumer connects to each (ConnectToNSQDs).
 //
 // latency:   a Producer publishing R messages a second (PublishAsync: every millisecond the
 //
@@ -43,6 +44,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -258,7 +260,7 @@ func consume(o options) (int64, error) {
 	c.SetLogger(logger, nsq.LogLevelWarning)
 	h := &handler{target: int64(o.count), done: make(chan struct{})}
 	c.AddHandler(h)
-	if err := c.ConnectToNSQD(o.nsqd); err != nil {
+	if err := c.ConnectToNSQDs(strings.Split(o.nsqd, ",")); err != nil {
 		return 0, err
 	}
 	select {
