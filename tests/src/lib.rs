@@ -245,7 +245,10 @@ const START_ATTEMPTS: usize = 5;
 
 /// Whether a start failed only because a port was taken between `free_port` and the bind.
 fn port_taken(output: &str) -> bool {
-    output.contains("address already in use")
+    // Go says "address already in use", Rust's std "Address already in use".
+    output
+        .to_ascii_lowercase()
+        .contains("address already in use")
 }
 
 /// A real `nsqlookupd` process on loopback, killed on drop.
@@ -305,5 +308,21 @@ impl Drop for RealNsqd {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.data_path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Both brokers' words for a port taken between `free_port` and the bind start the child
+    /// again on fresh ports; any other failure does not.
+    #[test]
+    fn a_taken_port_is_recognised_from_nsqd_and_from_nsq_server_lite() {
+        assert!(super::port_taken(
+            "FATAL: listen (127.0.0.1:4151) failed - listen tcp 127.0.0.1:4151: bind: address already in use"
+        ));
+        assert!(super::port_taken(
+            "FATAL: cannot listen on HTTP address 127.0.0.1:37541: Address already in use (os error 98)"
+        ));
+        assert!(!super::port_taken("FATAL: --mem-queue-size: invalid value"));
     }
 }

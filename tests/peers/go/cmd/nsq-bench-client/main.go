@@ -1,6 +1,7 @@
 // nsq-bench-client: go-nsq v1.1.0 with its default configuration (nsq.NewConfig()) under the
-// loads of tests/src/bin/nsq-client-bench.rs, which runs it next to nsq-client and tokio-nsq.
-// tests/src/bin/nsq-producer-client.rs and tests/peers/rust/tokio-nsq-bench take the same
+// loads of benchmarks/src/bin/nsq-client-bench.rs, which runs it next to nsq-client and tokio-nsq,
+// and of nsq-latency-bench and nsq-scale-bench.
+// benchmarks/src/bin/nsq-producer-client.rs and tests/peers/rust/tokio-nsq-bench take the same
 // command line and print the same report.
 //
 //	nsq-bench-client --nsqd HOST:PORT --topic T --mode awaited|pipelined|mpub|consume
