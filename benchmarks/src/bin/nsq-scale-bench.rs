@@ -8,12 +8,13 @@
 //!   every message. Rate of the middle 80 % of the messages (as the other consume benches),
 //!   and the client's CPU per message over the whole run; nothing else runs in the process
 //!   meanwhile. Its ratios are to the 1-broker figures.
-//! * **memory**: the growth of the resident set of a fresh process of this program
-//!   (`--idle-probe`, so that memory the allocator kept from earlier runs does not hide it)
-//!   from before a consumer of an empty topic is built to when it is connected to every
-//!   broker. Shown for 1 broker (what the first connection brings: the consumer, its tasks,
-//!   the runtime's first use) and, above that, per added connection:
-//!   `(growth(N) − growth(1)) / (N − 1)`.
+//! * **memory**, in a fresh process of this program (`--idle-probe`, so that memory the
+//!   allocator kept from earlier runs does not hide it): a first consumer of an empty topic
+//!   connects to one broker, which brings the runtime's first use and the first consumer's
+//!   tasks; then a second consumer of another empty topic connects to all `N`, and the
+//!   resident set's growth across that, divided by `N`, is the memory per connection. It
+//!   carries the second consumer's own share (its supervisor, its channels) divided by `N`,
+//!   so it reads high at 1 broker.
 //! * **Σ RDY** (`max_in_flight` 2500, then `max_in_flight` N / 2): the same consumer while
 //!   a sampler sweeps every broker's `/stats` every 100 ms (all brokers at once) and adds up
 //!   the RDY of the channel's clients. A sweep is not one instant: RDY moving from one
@@ -97,8 +98,9 @@ struct Floor {
 struct Throughput {
     rate: f64,
     cpu_per_100k: f64,
-    /// Resident-set growth of a fresh consumer once connected to every broker (`--idle-probe`).
-    idle_total: f64,
+    /// Resident-set bytes per connection of a consumer connected to every broker, and those
+    /// the first consumer of the process brought (`--idle-probe`).
+    idle: (f64, f64),
 }
 
 /// The largest Σ RDY seen by the `/stats` sweeps and by the consumer itself (`total_rdy`),
@@ -274,7 +276,7 @@ impl Cluster {
             Throughput {
                 rate: count as f64 / (middle.as_secs_f64() / share),
                 cpu_per_100k: cpu * 100_000.0 / count as f64,
-                idle_total: 0.0,
+                idle: (0.0, 0.0),
             },
             rdy,
         ))
@@ -326,7 +328,7 @@ impl Cluster {
 
     /// The resident set a consumer of an empty topic adds per broker, once connected to all,
     /// measured by a fresh process of this program.
-    async fn idle_bytes_per_conn(&mut self) -> Result<f64, String> {
+    async fn idle_bytes_per_conn(&mut self) -> Result<(f64, f64), String> {
         self.topics += 1;
         let topic = format!("idle{}", self.topics);
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -340,14 +342,17 @@ impl Cluster {
             tokio::task::spawn_blocking(move || nsq_benchmarks::run_program(&exe, &args))
                 .await
                 .map_err(|e| e.to_string())??;
-        if let Ok(topic) = Topic::new(topic) {
-            self.delete(&topic).await;
+        for name in [format!("{topic}w"), topic] {
+            if let Ok(topic) = Topic::new(name) {
+                self.delete(&topic).await;
+            }
         }
-        measured
-            .0
-            .trim()
-            .parse()
-            .map_err(|_| format!("--idle-probe printed {:?}", measured.0))
+        let printed = measured.0.trim();
+        let mut numbers = printed.split(' ').map(str::parse::<f64>);
+        match (numbers.next(), numbers.next(), numbers.next()) {
+            (Some(Ok(per)), Some(Ok(first)), None) => Ok((per, first)),
+            _ => Err(format!("--idle-probe printed {printed:?}")),
+        }
     }
 
     /// With fewer RDY than brokers: the longest any broker with messages left waited for its
@@ -430,7 +435,10 @@ async fn bench(
         let t = Throughput {
             rate: med(runs.iter().map(|r| r.rate)),
             cpu_per_100k: med(runs.iter().map(|r| r.cpu_per_100k)),
-            idle_total: med(idle.iter().copied()) * n as f64,
+            idle: (
+                med(idle.iter().map(|i: &(f64, f64)| i.0)),
+                med(idle.iter().map(|i: &(f64, f64)| i.1)),
+            ),
         };
         let base = *baseline.get_or_insert(t);
         let floor = Floor {
@@ -471,14 +479,11 @@ async fn bench(
             t.rate / base.rate,
             t.cpu_per_100k,
             t.cpu_per_100k / base.cpu_per_100k,
-            if n > 1 {
-                format!(
-                    "{:.1} each added",
-                    (t.idle_total - base.idle_total) / (n - 1) as f64 / 1024.0
-                )
-            } else {
-                format!("{:.0} for the first", t.idle_total / 1024.0)
-            },
+            format!(
+                "{:.1} each; the first consumer {:.0}",
+                t.idle.0 / 1024.0,
+                t.idle.1 / 1024.0
+            ),
             max(&sweeps),
             if n > 1 {
                 format!("{} (≤ {low})", max(&low_sweeps))
@@ -497,20 +502,31 @@ async fn bench(
     Ok(())
 }
 
-/// `--idle-probe`: the resident set a consumer over `addrs` adds per connection.
-async fn idle_probe(addrs: &[String], topic: &str) -> Result<f64, String> {
-    let topic = Topic::new(topic).map_err(|e| e.to_string())?;
+/// `--idle-probe`: the resident set a consumer over `addrs` adds per connection, once a
+/// first consumer (of `TOPIC` + `w`, over the first address) has brought what the process's
+/// first consumer brings; and that first amount.
+async fn idle_probe(addrs: &[String], topic: &str) -> Result<(f64, f64), String> {
+    let connect = |topic: String, addrs: &[String]| {
+        let topic = Topic::new(topic).map_err(|e| e.to_string())?;
+        let mut builder = Consumer::builder(topic, Channel::new("c").expect("channel"))
+            .config(ConsumerConfig::default().max_in_flight(2500));
+        for addr in addrs {
+            builder = builder.nsqd(addr.clone());
+        }
+        builder.build().map_err(|e| e.to_string())
+    };
+    let first_addr = addrs.first().ok_or("--idle-probe needs an address")?;
     let rss0 = nsq_benchmarks::process_resident_bytes("self")?;
-    let mut builder = Consumer::builder(topic, Channel::new("c").expect("channel"))
-        .config(ConsumerConfig::default().max_in_flight(2500));
-    for addr in addrs {
-        builder = builder.nsqd(addr.clone());
-    }
-    let consumer = builder.build().map_err(|e| e.to_string())?;
+    let warm = connect(format!("{topic}w"), std::slice::from_ref(first_addr))?;
+    all_connected(&warm, 1).await?;
+    let rss1 = nsq_benchmarks::process_resident_bytes("self")?;
+    let consumer = connect(topic.to_owned(), addrs)?;
     all_connected(&consumer, addrs.len()).await?;
-    let rss = nsq_benchmarks::process_resident_bytes("self")?.saturating_sub(rss0);
+    let rss2 = nsq_benchmarks::process_resident_bytes("self")?;
     consumer.stop().await;
-    Ok(rss as f64 / addrs.len() as f64)
+    warm.stop().await;
+    let per = rss2.saturating_sub(rss1) as f64 / addrs.len() as f64;
+    Ok((per, rss1.saturating_sub(rss0) as f64))
 }
 
 #[tokio::main]
@@ -518,8 +534,8 @@ async fn main() -> ExitCode {
     let o = Opts::parse();
     if let Some(topic) = &o.probe_topic {
         return match idle_probe(&o.idle_probe, topic).await {
-            Ok(bytes) => {
-                println!("{bytes}");
+            Ok((per, first)) => {
+                println!("{per} {first}");
                 ExitCode::SUCCESS
             }
             Err(why) => {
@@ -534,7 +550,7 @@ async fn main() -> ExitCode {
         o.messages, o.size, o.runs
     );
     println!();
-    println!("| Broker | nsqd | msgs/s | ÷ 1 nsqd | client CPU s per 100k msgs | ÷ 1 nsqd | client KiB, connected and idle | Σ RDY max, swept / own (max_in_flight 2500) | … (max_in_flight N/2) | longest wait of an nsqd with messages (max_in_flight N/2) |");
+    println!("| Broker | nsqd | msgs/s | ÷ 1 nsqd | client CPU s per 100k msgs | ÷ 1 nsqd | client KiB per connection, connected and idle | Σ RDY max, swept / own (max_in_flight 2500) | … (max_in_flight N/2) | longest wait of an nsqd with messages (max_in_flight N/2) |");
     println!("|---|---:|---:|---:|---:|---:|---:|---|---|---:|");
     let go_nsq = std::env::var_os("NSQ_GO_BENCH")
         .filter(|v| !v.is_empty())
