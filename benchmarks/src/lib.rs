@@ -14,7 +14,8 @@
 //! * `nsq-latency-bench`: publish-to-consumer latency at fixed rates, nsq-client against
 //!   go-nsq and tokio-nsq, through nsqd 1.3.0 and nsq-server-lite;
 //! * `nsq-scale-bench`: one consumer over 1 to 100 nsqd: throughput, CPU, Σ RDY, memory per
-//!   connection and starvation;
+//!   connection and starvation, and the floor: the same load through go-nsq and through a raw
+//!   protocol reader ([`raw_reader`]);
 //! * `nsq-pool-bench`: one `ProducerPool` over 1 to 50 nsqd: throughput, and failover when
 //!   one of them dies or hangs;
 //! * `nsq-connections-bench`: 1,000 clients on one broker, nsq-server-lite against nsqd:

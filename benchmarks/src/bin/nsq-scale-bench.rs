@@ -288,7 +288,7 @@ impl Cluster {
         let topic = self.fill(count / n).await?;
         let count = count / n * n;
         let cpu0 = cpu_seconds()?;
-        raw_reader::consume(&self.addrs(), &topic.to_string(), "c", 2500, count).await?;
+        raw_reader::consume(&self.addrs(), topic.as_ref(), "c", 2500, count).await?;
         let cpu = cpu_seconds()? - cpu0;
         self.delete(&topic).await;
         Ok(cpu * 100_000.0 / count as f64)
@@ -304,7 +304,7 @@ impl Cluster {
             "--nsqd",
             &self.addrs().join(","),
             "--topic",
-            &topic.to_string(),
+            topic.as_ref(),
             "--channel",
             "c",
             "--mode",
@@ -472,6 +472,11 @@ async fn bench(
                 top(|r| r.connecting)
             )
         };
+        let memory = format!(
+            "{:.1} each; the first consumer {:.0}",
+            t.idle.0 / 1024.0,
+            t.idle.1 / 1024.0
+        );
         println!(
             "| {} | {n} | {:.0} | {:.2}× | {:.3} | {:.2}× | {} | {} (≤ 2500) | {} | {} |",
             broker.name(),
@@ -479,11 +484,7 @@ async fn bench(
             t.rate / base.rate,
             t.cpu_per_100k,
             t.cpu_per_100k / base.cpu_per_100k,
-            format!(
-                "{:.1} each; the first consumer {:.0}",
-                t.idle.0 / 1024.0,
-                t.idle.1 / 1024.0
-            ),
+            memory,
             max(&sweeps),
             if n > 1 {
                 format!("{} (≤ {low})", max(&low_sweeps))
