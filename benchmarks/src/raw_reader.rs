@@ -20,6 +20,10 @@ use tokio::sync::Notify;
 /// Frames larger than this are refused: the benches' messages are a few hundred bytes.
 const MAX_FRAME: usize = 16 << 20;
 
+/// Room kept free in a connection's input buffer before each read, so that a read is never
+/// cut short by the buffer (what frames were parsed off its front is reclaimed).
+const READ_ROOM: usize = 64 * 1024;
+
 /// What the readers share: messages answered, and when the counted middle began and ended.
 struct Progress {
     answered: AtomicUsize,
@@ -57,8 +61,8 @@ impl Progress {
 ///
 /// # Errors
 ///
-/// When a connection fails or nsqd answers with an error frame, or when no message arrives
-/// for 30 s.
+/// When `count` is below 10 (there is no middle to time), when a connection fails or nsqd
+/// answers with an error frame, or when no message arrives for 30 s.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), String> {
@@ -81,6 +85,11 @@ pub async fn consume(
     max_in_flight: u32,
     count: usize,
 ) -> Result<Duration, String> {
+    if count < 10 {
+        return Err(format!(
+            "{count} messages: at least 10 are needed to time the middle"
+        ));
+    }
     let progress = Arc::new(Progress {
         answered: AtomicUsize::new(0),
         marks: (count / 10, count - count / 10),
@@ -130,9 +139,10 @@ async fn read(addr: String, sub: String, rdy: u32, progress: Arc<Progress>) -> R
     socket.set_nodelay(true).map_err(fail)?;
     let hello = format!("  V2{sub}RDY {rdy}\n");
     socket.write_all(hello.as_bytes()).await.map_err(fail)?;
-    let mut input = BytesMut::with_capacity(64 * 1024);
+    let mut input = BytesMut::with_capacity(READ_ROOM);
     let mut answers = Vec::with_capacity(16 * 1024);
     loop {
+        input.reserve(READ_ROOM);
         if socket.read_buf(&mut input).await.map_err(fail)? == 0 {
             return Err(format!("{addr}: closed"));
         }
@@ -225,7 +235,9 @@ mod tests {
     async fn an_error_frame_is_reported() {
         let broker = Nsqd::start().await.unwrap();
         let addrs = [broker.tcp_addr().to_string()];
-        let why = super::consume(&addrs, "bad!", "c", 1, 1).await.unwrap_err();
+        let why = super::consume(&addrs, "bad!", "c", 1, 10)
+            .await
+            .unwrap_err();
         assert!(why.contains("E_BAD_TOPIC"), "{why}");
     }
 }

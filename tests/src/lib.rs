@@ -35,6 +35,7 @@ use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -71,6 +72,9 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// Numbers the data paths of this process's nsqd children.
+static NEXT_DATA_PATH: AtomicUsize = AtomicUsize::new(0);
+
 /// A real `nsqd` process on loopback, killed (and its data removed) on drop.
 #[derive(Debug)]
 pub struct RealNsqd {
@@ -98,10 +102,13 @@ impl RealNsqd {
             attempt += 1;
             let tcp_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
             let http_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+            // Named by a counter, not by the port: two starts at once can be handed the same
+            // free port (one of them then fails to bind and starts again), and must not share
+            // a data path, which nsqd locks.
             let data_path = std::env::temp_dir().join(format!(
                 "nsqd-test-{}-{}",
                 std::process::id(),
-                tcp_addr.port()
+                NEXT_DATA_PATH.fetch_add(1, Ordering::Relaxed)
             ));
             std::fs::create_dir_all(&data_path).expect("create nsqd data dir");
             let child = Self::spawn(bin, &extra, tcp_addr, http_addr, &data_path);
