@@ -326,8 +326,9 @@ impl Cluster {
         Ok(cpu * 100_000.0 / count as f64)
     }
 
-    /// The resident set a consumer of an empty topic adds per broker, once connected to all,
-    /// measured by a fresh process of this program.
+    /// The resident set a consumer of an empty topic adds per broker once connected to all,
+    /// and what the first consumer of the process brought before it, measured by a fresh
+    /// process of this program (`--idle-probe`).
     async fn idle_bytes_per_conn(&mut self) -> Result<(f64, f64), String> {
         self.topics += 1;
         let topic = format!("idle{}", self.topics);
